@@ -1,0 +1,1 @@
+"""Evaluation stages: zero-shot classification and grounding, fine-tuning protocols."""

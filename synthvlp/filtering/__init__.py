@@ -1,0 +1,1 @@
+"""Quality filters: score every sample, record each check's verdict, choose the training subset."""

@@ -1,0 +1,1 @@
+"""Generation stages: entity plans, report text and images."""

@@ -1,0 +1,1 @@
+"""Pre-training stages: CLIP-style MedVLP models on synthetic, real or mixed data."""

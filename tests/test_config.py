@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import pytest
+
+from synthvlp.config import RunConfig, apply_override, diff_configs, dump_yaml, load_config
+from synthvlp.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_validate_and_quickstart_loads():
+    config = load_config(REPO / "configs" / "quickstart.yaml")
+    assert config.run.n_samples >= 2000
+    assert RunConfig().plan.findings
+
+
+def test_overrides_are_parsed_as_yaml_values():
+    config = load_config(None, ["run.n_samples=500", "plan.findings=[cardiomegaly, nodule]", "plan.max_findings=1"])
+    assert config.run.n_samples == 500
+    assert config.plan.findings == ["cardiomegaly", "nodule"]
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("run:\n  n_sampels: 5\n", "run.n_sampels: unknown key; expected one of: n_samples"),
+        ("run:\n  n_samples: many\n", "run.n_samples = 'many'"),
+        ("run:\n  test_fraction: 1.5\n", "run.test_fraction = 1.5: Input should be less than 1"),
+        ("plan:\n  min_findings: 3\n  max_findings: 1\n", "min_findings (3) must not exceed max_findings (1)"),
+        ("colour: blue\n", "colour: unknown key; expected one of: balance, evaluate"),
+        ("- just\n- a list\n", "expected a mapping of sections"),
+    ],
+)
+def test_invalid_values_name_file_key_and_value(tmp_path, yaml_text, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(path) in str(caught.value)
+    assert expected in str(caught.value)
+
+
+def test_malformed_yaml_names_line_and_column(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("run:\n  seed: 1\n  name: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml line \d+, column \d+: malformed YAML"):
+        load_config(path)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_override_errors():
+    with pytest.raises(ConfigError, match="not of the form key.path=value"):
+        load_config(None, ["run.seed"])
+    data = {"run": {"seed": 1}}
+    with pytest.raises(ConfigError, match="run.seed is a value, not a section"):
+        apply_override(data, "run.seed.x=2")
+    with pytest.raises(ConfigError, match=r"command-line overrides(.|\n)*run.seed = -1"):
+        load_config(None, ["run.seed=-1"])
+
+
+def test_diff_and_dump_round_trip(tmp_path):
+    config = load_config(None, ["run.seed=5"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_yaml(config))
+    assert load_config(path) == config
+    assert diff_configs(RunConfig().to_plain(), config.to_plain()) == ["run.seed: 0 -> 5"]
