@@ -1,17 +1,23 @@
-"""The images stage: one rendered image per report, packed as WebDataset samples (png, txt, json)."""
+"""The images stage: one rendered image per report, packed as WebDataset samples (png, txt, json, seg.png).
+
+Two backends: ``phantom`` draws each sample from its entity plan and also stores the finding masks
+(``<key>.seg.png``, bit i = ``masks[i]`` of ``<key>.json``) and boxes (manifest ``finding_boxes``);
+``diffusers`` renders the IMPRESSION with a local diffusion pipeline and stores no masks.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from synthvlp import schema
 from synthvlp.config import RunConfig
-from synthvlp.generation import procedural
 from synthvlp.seeding import sample_rng, sample_seed
 
 
@@ -22,6 +28,7 @@ class ImageBatch:
     samples: list[dict[str, bytes | str]]
     columns: pa.Table
     undrawable: dict[str, int]
+    warnings: dict[str, int] = field(default_factory=dict)
 
 
 def caption(findings: str, impression: str) -> str:
@@ -29,7 +36,8 @@ def caption(findings: str, impression: str) -> str:
     return f"FINDINGS: {findings} IMPRESSION: {impression}"
 
 
-def encode_png(image) -> bytes:
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 (8-bit) or uint16 (16-bit) grayscale array."""
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
@@ -40,38 +48,98 @@ def render_images(
     plan: pa.Table,
     reports: pa.Table,
     advance: Callable[[int], None] = lambda n: None,
+    attempt: int = 0,
 ) -> ImageBatch:
-    """Render the samples of one unit; ``plan`` and ``reports`` are aligned by row."""
-    samples, seeds = [], []
+    """Render the samples of one unit; ``plan`` and ``reports`` are aligned by row. ``attempt`` > 0 re-renders
+    with a fresh seed per sample (regeneration after a rejected image), still derived from the sample id."""
+    rows = [{**p, **r, "image_attempt": attempt} for p, r in zip(plan.to_pylist(), reports.select(["findings", "impression"]).to_pylist(), strict=True)]
+    if config.images.backend == "diffusers":
+        return _render_diffusers(config, rows, advance)
+    return _render_phantom(config, rows, advance)
+
+
+def _meta(row: dict) -> dict:
+    keys = ("id", "split", "findings", "impression")
+    return {**{k: row[k] for k in keys}, "entities": row["planned_entities"]}
+
+
+def _sample(row: dict, png: bytes, meta: dict) -> dict[str, bytes | str]:
+    return {
+        "__key__": row["id"],
+        "png": png,
+        "txt": caption(row["findings"], row["impression"]).encode(),
+        "json": json.dumps(meta, sort_keys=True).encode(),
+    }
+
+
+def _render_phantom(config: RunConfig, rows: list[dict], advance: Callable[[int], None]) -> ImageBatch:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one image's torch ops are too small to split; on busy cores threads made it ~10x slower
+    try:
+        return _render_phantom_rows(config, rows, advance)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _render_phantom_rows(config: RunConfig, rows: list[dict], advance: Callable[[int], None]) -> ImageBatch:
+    from synthvlp.generation import phantom
+    from synthvlp.generation.phantom.masks import encode_masks
+
+    samples, seeds, boxes = [], [], []
     undrawable: dict[str, int] = {}
-    for plan_row, report_row in zip(plan.to_pylist(), reports.to_pylist(), strict=True):
-        key = plan_row["id"]
-        seed = sample_seed(config.run.seed, key, "image")
-        rendering = procedural.render(plan_row["planned_entities"], config.images.size, sample_rng(config.run.seed, key, "image"))
+    for row in rows:
+        key = row["id"]
+        rng = sample_rng(config.run.seed, key, "image", row.get("image_attempt", 0))
+        text = f"{row['findings']} {row['impression']}"
+        rendering = phantom.render(row["planned_entities"], config.images.size, rng, text, config.images.bit_depth)
         for name in rendering.undrawable:
             undrawable[name] = undrawable.get(name, 0) + 1
-        meta = {
-            "id": key,
-            "split": plan_row["split"],
-            "findings": report_row["findings"],
-            "impression": report_row["impression"],
-            "entities": plan_row["planned_entities"],
-        }
-        samples.append(
-            {
-                "__key__": key,
-                "png": encode_png(rendering.image),
-                "txt": caption(report_row["findings"], report_row["impression"]).encode(),
-                "json": json.dumps(meta, sort_keys=True).encode(),
-            }
-        )
-        seeds.append(seed)
+        sample_boxes = [_box_row(f.name, f.laterality, f.box) for f in rendering.findings]
+        meta = {**_meta(row), "masks": [{**b, "bit": i} for i, b in enumerate(sample_boxes)], "undrawable": rendering.undrawable}
+        sample = _sample(row, encode_png(rendering.image), meta)
+        sample["seg.png"] = encode_masks([f.mask for f in rendering.findings])
+        samples.append(sample)
+        seeds.append(sample_seed(config.run.seed, key, "image", row.get("image_attempt", 0)))
+        boxes.append(sample_boxes)
         advance(1)
-    columns = pa.table(
+    generator = [f"{phantom.NAME}@{phantom.VERSION}"] * len(rows)
+    return ImageBatch(samples, _columns(rows, generator, seeds, boxes), undrawable)
+
+
+def _box_row(name: str, laterality: str | None, box: tuple[int, int, int, int] | None) -> dict:
+    x0, y0, x1, y1 = box if box is not None else (None,) * 4
+    return {"name": name, "laterality": laterality, "x0": x0, "y0": y0, "x1": x1, "y1": y1}
+
+
+def _columns(rows: list[dict], generator: list[str], seeds: list[int], boxes: list[list[dict] | None]) -> pa.Table:
+    return pa.table(
         {
-            "id": plan.column("id"),
-            "image_generator": [f"{procedural.NAME}@{procedural.VERSION}"] * plan.num_rows,
+            "id": pa.array([r["id"] for r in rows], pa.string()),
+            "image_generator": pa.array(generator, pa.string()),
             "image_seed": pa.array(seeds, pa.int64()),
+            "finding_boxes": pa.array(boxes, pa.list_(schema.BOX)),
         }
     )
-    return ImageBatch(samples=samples, columns=columns, undrawable=undrawable)
+
+
+def _render_diffusers(config: RunConfig, rows: list[dict], advance: Callable[[int], None]) -> ImageBatch:
+    from synthvlp.generation.diffusion import load_renderer
+
+    settings = config.images.diffusers
+    renderer = load_renderer(settings)
+    samples, seeds = [], []
+    truncated = 0
+    for start in range(0, len(rows), settings.batch_size):
+        batch = rows[start : start + settings.batch_size]
+        batch_seeds = [sample_seed(config.run.seed, row["id"], "image", row.get("image_attempt", 0)) for row in batch]
+        result = renderer.render([row["impression"] for row in batch], batch_seeds, config.images.size)
+        truncated += result.truncated
+        for row, image in zip(batch, result.images, strict=True):
+            samples.append(_sample(row, encode_png(image), _meta(row)))
+        seeds.extend(batch_seeds)
+        advance(len(batch))
+    warnings = {"impression truncated to the tokenizer's max length": truncated} if truncated else {}
+    generator = [renderer.name] * len(rows)
+    return ImageBatch(samples, _columns(rows, generator, seeds, [None] * len(rows)), {}, warnings)

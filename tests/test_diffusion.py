@@ -1,0 +1,148 @@
+"""The diffusers backend on a tiny Stable Diffusion pipeline built from configs, saved and loaded back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from synthvlp.config import DiffusersSection, RunConfig
+from synthvlp.errors import UserError
+from synthvlp.generation.diffusion import DiffusionRenderer, check_folder
+
+SIZE = 32
+MAX_TOKENS = 32  # the tiny tokenizer has no merges: one token per character
+
+
+def _byte_alphabet() -> list[str]:
+    """The 256 printable stand-ins for bytes that byte-level BPE tokenizers (CLIP's included) work on."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(extra))]
+
+
+def _tiny_pipeline(folder: Path) -> None:
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)  # weight init only; rendering uses per-sample generators
+    chars = _byte_alphabet()
+    vocab = {t: i for i, t in enumerate(["<|startoftext|>", "<|endoftext|>", *chars, *(c + "</w>" for c in chars)])}
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=MAX_TOKENS)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+            max_position_embeddings=MAX_TOKENS, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        )
+    )  # fmt: skip
+    unet = UNet2DConditionModel(
+        sample_size=SIZE // 2, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4,
+    )  # fmt: skip
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4,
+        sample_size=SIZE,
+    )  # fmt: skip
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, steps_offset=1)
+    pipeline = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    pipeline.save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-roentgen")
+    _tiny_pipeline(folder)
+    return folder
+
+
+def _settings(folder: Path, **extra) -> DiffusersSection:
+    return DiffusersSection(path=folder, steps=2, guidance_scale=3.0, negative_prompt="blurry", device="cpu", **extra)
+
+
+@pytest.mark.slow
+def test_batching_never_changes_an_image(pipeline_dir):
+    renderer = DiffusionRenderer(_settings(pipeline_dir))
+    prompts = ["Left pleural effusion.", "Cardiomegaly."]
+    together = renderer.render(prompts, [11, 12], SIZE).images
+    alone = [renderer.render([p], [s], SIZE).images[0] for p, s in zip(prompts, [11, 12], strict=True)]
+    assert all(image.shape == (SIZE, SIZE) and image.dtype == np.uint8 for image in together)
+    for a, b in zip(together, alone, strict=True):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # batched matmuls may round differently
+    assert not np.array_equal(together[0], together[1])
+
+
+@pytest.mark.slow
+def test_long_impressions_are_truncated_and_counted(pipeline_dir):
+    renderer = DiffusionRenderer(_settings(pipeline_dir))
+    text, cut = renderer.fit_prompt("Large left pleural effusion with adjacent compressive atelectasis.")
+    assert cut and len(renderer.pipeline.tokenizer(text)["input_ids"]) <= MAX_TOKENS
+    assert renderer.fit_prompt("Edema.") == ("Edema.", False)
+    result = renderer.render(["Large left pleural effusion with adjacent atelectasis.", "Edema."], [1, 2], SIZE)
+    assert result.truncated == 1
+
+
+@pytest.mark.slow
+def test_images_stage_renders_the_impression(pipeline_dir):
+    from synthvlp.generation.images import render_images
+
+    config = RunConfig.model_validate(
+        {"images": {"backend": "diffusers", "size": SIZE, "diffusers": {"path": str(pipeline_dir), "steps": 2, "batch_size": 2, "device": "cpu"}}}
+    )
+    entity = {"name": "nodule", "category": "ABNORMALITY", "assertion": "present", "laterality": "left"}
+    plan = pa.table({"id": ["s00000000", "s00000001", "s00000002"], "split": ["train"] * 3, "planned_entities": [[entity], [], []]})
+    reports = pa.table({"findings": ["A left nodule."] * 3, "impression": ["Left lung nodule.", "Normal.", "Normal chest radiograph, no acute cardiopulmonary process identified today."]})
+    batch = render_images(config, plan, reports)
+    assert [s["__key__"] for s in batch.samples] == plan.column("id").to_pylist()
+    assert all("seg.png" not in s for s in batch.samples)
+    assert batch.columns.column("image_generator").to_pylist() == [f"diffusers:{pipeline_dir.name}"] * 3
+    assert batch.columns.column("finding_boxes").to_pylist() == [None] * 3
+    assert batch.warnings == {"impression truncated to the tokenizer's max length": 1}
+
+
+def _folder_layout(folder: Path) -> Path:
+    """A pipeline folder's layout without weights: enough for the folder check, which runs before any loading."""
+    parts = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.json", "tokenizer": "tokenizer_config.json", "scheduler": "scheduler_config.json"}
+    index = {"_class_name": "StableDiffusionPipeline", "safety_checker": [None, None]}
+    for part, config in parts.items():
+        (folder / part).mkdir(parents=True)
+        (folder / part / config).write_text("{}")
+        index[part] = ["diffusers", part]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return folder
+
+
+@pytest.mark.parametrize("part", ["unet", "tokenizer", "model_index.json"])
+def test_broken_folder_names_the_missing_part(tmp_path, part):
+    broken = _folder_layout(tmp_path / "broken")
+    check_folder(broken)
+    target = broken / part
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(UserError, match=part.split(".")[0]):
+        check_folder(broken)
+    with pytest.raises(UserError, match=part.split(".")[0]):
+        DiffusionRenderer(_settings(broken))
+
+
+def test_half_precision_needs_cuda(tmp_path):
+    with pytest.raises(UserError, match="float16 needs cuda"):
+        DiffusionRenderer(_settings(_folder_layout(tmp_path / "pipe"), dtype="float16"))
+
+
+def test_config_requires_a_folder_and_a_size_divisible_by_8():
+    from synthvlp.config import load_config
+    from synthvlp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="images.diffusers.path"):
+        load_config(None, ["images.backend=diffusers"])
+    with pytest.raises(ConfigError, match="divisible by 8"):
+        load_config(None, ["images.backend=diffusers", "images.diffusers.path=/x", "images.size=60"])
