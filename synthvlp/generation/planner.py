@@ -1,0 +1,129 @@
+"""Balanced entity plans (SynCXR step 2): which entities each synthetic report (and image) will state.
+
+Each report gets k entities from the abnormal pool (``plan.findings``) and m from the normal side
+(``plan.normals`` plus the absence of each finding). Every pool item has a frequency cap tau_max and leaves the
+pool once it is reached, so the planned distribution is flat where a real corpus is long-tailed. A draw that
+contradicts what the plan already holds (a vocabulary exclusion pair, a finding and its absence) is skipped.
+
+Caps couple samples, so the plan of a whole run is computed in one pass in sample order, with every draw taken
+from the sample's own generator ``sample_rng(seed, id, "plan")``; units then slice it. That is what keeps a plan
+independent of sharding and unit size: it depends on (config, seed, sample id) only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from synthvlp.config import RunConfig
+from synthvlp.entities import Vocabulary
+from synthvlp.errors import ConfigError
+from synthvlp.seeding import sample_id, sample_rng
+
+SIDES = ("left", "right", "bilateral")
+ABNORMAL = ("ABNORMALITY", "DISEASE")
+NORMAL_SIDE = ("NON-ABNORMALITY", "NON-DISEASE", "ANATOMY")
+
+
+@dataclass(frozen=True)
+class PoolItem:
+    """One thing a plan can state: an entity with an assertion ("present", or "absent" for 'no <finding>')."""
+
+    name: str
+    assertion: str
+
+    @property
+    def label(self) -> str:
+        """The form ``Vocabulary.conflicts`` understands: 'no X' for an absence."""
+        return self.name if self.assertion == "present" else f"no {self.name}"
+
+
+def check_findings(config: RunConfig, vocab: Vocabulary) -> None:
+    """Every pool entity must be in the vocabulary and on its side; say which one is not and what is close."""
+    for field, names, allowed in (("findings", config.plan.findings, ABNORMAL), ("normals", config.plan.normals, NORMAL_SIDE)):
+        for name in names:
+            try:
+                entity = vocab[name]
+            except KeyError:
+                close = [e.name for e in vocab.entities if name.split()[-1] in e.name][:5]
+                hint = f"; similar entries: {close}" if close else ""
+                raise ConfigError(f"plan.{field}: {name!r} is not in the entity vocabulary{hint}") from None
+            if entity.category not in allowed:
+                raise ConfigError(f"plan.{field}: {name!r} is a {entity.category} entity; plan.{field} takes {'/'.join(allowed)} entities")
+
+
+def pools(config: RunConfig) -> tuple[list[PoolItem], list[PoolItem]]:
+    """The k-side and m-side pools, in config order (the order is part of what a seed reproduces)."""
+    plan = config.plan
+    abnormal = [PoolItem(n, "present") for n in plan.findings]
+    normal = [PoolItem(n, "present") for n in plan.normals]
+    if plan.absences:
+        normal += [PoolItem(n, "absent") for n in plan.findings]
+    return abnormal, normal
+
+
+def caps(config: RunConfig) -> tuple[int, int]:
+    """tau_max for the k side and the m side: the configured cap, or cap_slack times the uniform share."""
+    plan, n = config.plan, config.run.n_samples
+    if plan.tau_max is not None:
+        return plan.tau_max, plan.tau_max
+    abnormal, normal = pools(config)
+
+    def share(low: int, high: int, size: int) -> int:
+        return max(1, math.ceil(plan.cap_slack * n * (low + high) / 2 / max(1, size)))
+
+    return share(plan.min_findings, plan.max_findings, len(abnormal)), share(plan.min_normals, plan.max_normals, len(normal))
+
+
+def plan_run(config: RunConfig, vocab: Vocabulary) -> pa.Table:
+    """Plan every sample of the run: id, index, split and planned entities (dicts of the manifest's ENTITY)."""
+    plan = config.plan
+    abnormal, normal = pools(config)
+    cap_k, cap_m = caps(config)
+    counts: Counter[PoolItem] = Counter()
+    rows: dict[str, list] = {"id": [], "index": [], "split": [], "planned_entities": []}
+    for index in range(config.run.n_samples):
+        key = sample_id(index)
+        rng = sample_rng(config.run.seed, key, "plan")
+        split = "test" if rng.random() < config.run.test_fraction else "train"
+        k = int(rng.integers(plan.min_findings, plan.max_findings + 1))
+        m = int(rng.integers(plan.min_normals, plan.max_normals + 1))
+        chosen: list[PoolItem] = []
+        for pool, want, cap in ((abnormal, k, cap_k), (normal, m, cap_m)):
+            taken = 0
+            for position in rng.permutation(len(pool)).tolist():
+                if taken == want:
+                    break
+                item = pool[position]
+                if counts[item] >= cap or any(c.name == item.name or vocab.conflicts(c.label, item.label) for c in chosen):
+                    continue
+                chosen.append(item)
+                counts[item] += 1
+                taken += 1
+        sides = rng.integers(0, len(SIDES), size=len(chosen)).tolist()
+        entities = [_entity(vocab, item, SIDES[s]) for item, s in zip(chosen, sides, strict=True)]
+        rows["id"].append(key)
+        rows["index"].append(index)
+        rows["split"].append(split)
+        rows["planned_entities"].append(entities)
+    return pa.table(rows)
+
+
+def contradictions(entities: list[dict], vocab: Vocabulary) -> list[str]:
+    """Pairs of planned entities a report may not state together; empty for every plan this module makes."""
+    labels = [e["name"] if e["assertion"] == "present" else f"no {e['name']}" for e in entities]
+    found = [f"{a} / {b}" for i, a in enumerate(labels) for b in labels[i + 1 :] if vocab.conflicts(a, b)]
+    names = [e["name"] for e in entities]
+    found += [f"{n} twice" for n in sorted({n for n in names if names.count(n) > 1})]
+    found += [f"{e['name']} has side {e['laterality']} but is not lateral" for e in entities if e["laterality"] and not vocab[e["name"]].lateral]
+    return found
+
+
+def _entity(vocab: Vocabulary, item: PoolItem, side: str) -> dict[str, str | None]:
+    """A present lateral entity gets a side; an absence never does ('no left effusion' beside 'right effusion'
+    would be a laterality conflict the extractor cannot represent)."""
+    lateral = item.assertion == "present" and vocab[item.name].lateral
+    return {"name": item.name, "category": vocab[item.name].category, "assertion": item.assertion, "laterality": side if lateral else None}

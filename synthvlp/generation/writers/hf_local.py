@@ -1,0 +1,277 @@
+"""The ``transformers`` backend: a local causal LM (HF folder or GGUF file) generating in batches.
+
+``LocalModel`` does the generation; ``Batcher`` gathers requests that arrive together (from the concurrent
+verification loops in-process, or from HTTP clients in ``synthvlp serve``) into one ``generate`` call, which is
+where a GPU or a many-core CPU gets its throughput. Structured output is supported for the schema shape reports
+use, an object of string properties: the JSON skeleton is written by the engine and the model fills each string,
+which is cut at its closing quote, so the answer is always valid JSON of that schema (other schemas get HTTP 400).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from synthvlp.config import ReportsSection
+from synthvlp.errors import UserError
+from synthvlp.generation.prompts import MalformedAnswer, load_prompts, parse_json, parse_sections
+from synthvlp.generation.writers.base import Draft, ReportWriter, WriteRequest
+from synthvlp.seeding import sample_seed
+
+
+@dataclass
+class GenRequest:
+    """One completion: a chat (``messages``) or a raw ``prompt``; ``fields`` asks for a JSON object of strings."""
+
+    messages: list[dict] | None = None
+    prompt: str | None = None
+    max_tokens: int = 256
+    temperature: float = 0.0
+    seed: int = 0
+    fields: tuple[str, ...] = ()
+
+
+@dataclass
+class GenResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str = "stop"
+
+
+class LocalModel:
+    """A tokenizer and causal LM loaded from a folder or a ``.gguf`` file; ``generate`` runs one batch."""
+
+    def __init__(self, path: Path | str, device: str = "cpu") -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"model path {path} not found; give a local HF model folder or a .gguf file")
+        if path.suffix == ".gguf":
+            kwargs = {"gguf_file": path.name}
+            folder = path.parent
+        else:
+            kwargs, folder = {}, path
+        self.name = path.stem if path.suffix == ".gguf" else path.name
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+        self.model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).to(device).eval()
+        self.device = device
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._torch = torch
+        self._lock = threading.Lock()
+
+    def render(self, request: GenRequest) -> str:
+        if request.prompt is not None:
+            return request.prompt
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False)
+        return "".join(f"{m['role']}: {m['content']}\n" for m in request.messages) + "assistant: "
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        """One batch. Plain requests get one pass; field requests one pass per field over the batch."""
+        with self._lock:
+            prompts = [self.render(r) for r in requests]
+            plain = [i for i, r in enumerate(requests) if not r.fields]
+            results: list[GenResult | None] = [None] * len(requests)
+            for i, (text, used, reason) in zip(plain, self._complete([prompts[i] for i in plain], [requests[i] for i in plain]), strict=True):
+                results[i] = GenResult(text, self._count(prompts[i]), used, reason)
+            structured = [i for i, r in enumerate(requests) if r.fields]
+            for i, result in zip(structured, self._fill_fields([prompts[i] for i in structured], [requests[i] for i in structured]), strict=True):
+                results[i] = result
+            return results  # type: ignore[return-value]
+
+    def _fill_fields(self, prompts: list[str], requests: list[GenRequest]) -> list[GenResult]:
+        if not requests:
+            return []
+        names = requests[0].fields
+        values: list[dict[str, str]] = [{} for _ in requests]
+        used = [0] * len(requests)
+        for position, name in enumerate(names):
+            heads = [p + _json_head(v, name) for p, v in zip(prompts, values, strict=True)]
+            budget = [GenRequest(max_tokens=max(8, r.max_tokens // len(names)), temperature=r.temperature, seed=r.seed + position) for r in requests]
+            for k, (text, n, _) in enumerate(self._complete(heads, budget, min_new_tokens=1)):
+                values[k][name] = _until_quote(text)
+                used[k] += n
+        return [GenResult(json.dumps(v), self._count(p), n) for v, p, n in zip(values, prompts, used, strict=True)]
+
+    def _complete(self, prompts: list[str], requests: list[GenRequest], min_new_tokens: int = 0) -> list[tuple[str, int, str]]:
+        if not prompts:
+            return []
+        torch = self._torch
+        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        longest = max(r.max_tokens for r in requests)
+        temperature = requests[0].temperature
+        torch.manual_seed(requests[0].seed)
+        with torch.inference_mode():
+            out = self.model.generate(
+                **batch,
+                max_new_tokens=longest,
+                min_new_tokens=min_new_tokens,
+                do_sample=temperature > 0,
+                temperature=temperature if temperature > 0 else None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        new = out[:, batch["input_ids"].shape[1] :]
+        results = []
+        for row, request in zip(new, requests, strict=True):
+            ids = row.tolist()
+            if self.tokenizer.eos_token_id in ids:
+                ids = ids[: ids.index(self.tokenizer.eos_token_id)]
+                reason = "stop"
+            else:
+                reason = "length"
+            ids = ids[: request.max_tokens]
+            results.append((self.tokenizer.decode(ids, skip_special_tokens=True), len(ids), reason))
+        return results
+
+    def _count(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _json_head(done: dict[str, str], name: str) -> str:
+    """The JSON written so far plus the opening of field ``name``: '{"findings": "...", "impression": "'."""
+    return json.dumps(done)[:-1] + (", " if done else "") + f'"{name}": "'
+
+
+def _until_quote(text: str) -> str:
+    """A JSON string's content: up to the first unescaped quote, without control characters. Leading quotes are
+    dropped (and end-of-text is blocked for the first token), approximating the schema's minLength of 1."""
+    text = text.lstrip('" ')
+    out = []
+    escaped = False
+    for ch in text:
+        if ch == '"' and not escaped:
+            break
+        escaped = ch == "\\" and not escaped
+        out.append(ch if ch.isprintable() else " ")
+    return " ".join("".join(out).replace("\\", "").split())
+
+
+@dataclass
+class BatchStats:
+    """What the engine did: the ceiling is completions per second of generate time in full batches."""
+
+    batches: int = 0
+    completions: int = 0
+    busy_s: float = 0.0
+    full_batches: int = 0
+    full_completions: int = 0
+    full_busy_s: float = 0.0
+    sizes: dict[int, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        ceiling = self.full_completions / self.full_busy_s if self.full_busy_s else None
+        mean = self.completions / self.busy_s if self.busy_s else None
+        return {**self.__dict__, "ceiling_per_s": ceiling, "busy_rate_per_s": mean}
+
+
+class Batcher:
+    """Collects up to ``max_batch`` requests (waiting at most ``max_wait_s`` after the first) per generate call.
+    Generation runs in a worker thread, so the event loop keeps accepting requests meanwhile."""
+
+    def __init__(self, model: LocalModel, max_batch: int = 8, max_wait_s: float = 0.01) -> None:
+        self.model, self.max_batch, self.max_wait_s = model, max_batch, max_wait_s
+        self.stats = BatchStats()
+        self._queue: asyncio.Queue | None = None
+        self._worker: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+
+    async def submit(self, request: GenRequest) -> GenResult:
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put((request, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            deadline = time.monotonic() + self.max_wait_s
+            while len(batch) < self.max_batch:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0 and self._queue.empty():
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), max(timeout, 0)) if timeout > 0 else self._queue.get_nowait())
+                except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                    break
+            live = [(r, f) for r, f in batch if not f.cancelled()]
+            if not live:
+                continue
+            started = time.perf_counter()
+            try:
+                results = await asyncio.to_thread(self.model.generate, [r for r, _ in live])
+            except Exception as exc:  # noqa: BLE001 - a failed batch fails its requests, not the server
+                for _, f in live:
+                    if not f.done():
+                        f.set_exception(exc)
+                continue
+            self._record(len(live), time.perf_counter() - started)
+            for (_, f), result in zip(live, results, strict=True):
+                if not f.done():
+                    f.set_result(result)
+
+    def _record(self, size: int, seconds: float) -> None:
+        s = self.stats
+        s.batches += 1
+        s.completions += size
+        s.busy_s += seconds
+        s.sizes[size] = s.sizes.get(size, 0) + 1
+        if size == self.max_batch:
+            s.full_batches += 1
+            s.full_completions += size
+            s.full_busy_s += seconds
+
+
+class LocalModelWriter(ReportWriter):
+    """Reports from a local model in this process, batched across the concurrent verification loops."""
+
+    name = "transformers"
+
+    def __init__(self, settings: ReportsSection) -> None:
+        if settings.model_path is None:
+            raise UserError("reports.model_path: the transformers backend needs a local HF model folder or .gguf file")
+        self.settings = settings
+        self.prompts = load_prompts(settings.prompts)
+        self.model = LocalModel(settings.model_path, settings.device)
+        self.version = self.model.name
+        self._batcher: Batcher | None = None
+
+    async def start(self) -> None:
+        self._batcher = Batcher(self.model, self.settings.batch_size)
+        await self._batcher.start()
+
+    async def stop(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.stop()
+
+    async def write(self, request: WriteRequest) -> Draft:
+        json_mode = self.settings.structured_output != "text"
+        messages = self.prompts.messages(request.entities, request.feedback, json_mode, self.settings.few_shot)
+        seed = sample_seed(request.run_seed, request.id, "llm", request.attempt) % 2**31
+        gen = GenRequest(messages=messages, max_tokens=self.settings.max_tokens, temperature=self.settings.temperature, seed=seed,
+                         fields=("findings", "impression") if json_mode else ())
+        result = await self._batcher.submit(gen)
+        try:
+            findings, impression = parse_json(result.text) if json_mode else parse_sections(result.text)
+        except MalformedAnswer:
+            # a local model's unparseable answer is a failed attempt (verification rejects it), not a lost sample
+            return Draft(" ".join(result.text.split()), "", {"malformed": True})
+        return Draft(findings, impression)

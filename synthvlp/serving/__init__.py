@@ -1,0 +1,1 @@
+"""Model servers for report writing: the built-in OpenAI-compatible server and the vLLM launcher."""

