@@ -1,57 +1,68 @@
-"""Per-sample quality checks. Each check yields a score and a pass/reject verdict, recorded in the manifest.
+"""The filter stage for one unit: every image and text check, plus exemplar similarity, as manifest columns.
 
-Checks never drop a sample silently: a rejected sample keeps its row, with the failing checks named in
-``reject_reasons``, and is left out of the exported dataset by the balance stage.
+Checks never drop a sample silently: a rejected sample keeps its row, with each failing check named in
+``reject_reasons``, and the balance stage leaves it out of the exported dataset.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
-from synthvlp.config import FilterSection
+from synthvlp.config import RunConfig
+from synthvlp.encoders import build_encoder
+from synthvlp.filtering.exemplars import bank_features, max_similarity
+from synthvlp.filtering.image_checks import DecodedBatch, decode_batch, image_scores, image_signatures
+from synthvlp.filtering.text_checks import text_scores
 
 
-def decode_gray(png: bytes) -> np.ndarray:
-    """A PNG as float32 in [0, 1], whatever its bit depth."""
-    image = Image.open(io.BytesIO(png))
-    array = np.asarray(image.convert("I;16") if image.mode in ("I", "I;16") else image.convert("L"), dtype=np.float32)
-    return array / (65535.0 if image.mode in ("I", "I;16") else 255.0)
+def image_check_scores(config: RunConfig, batch: DecodedBatch, cache_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{check: (scores, passed)} for the image checks, the exemplar filter included when it is configured."""
+    settings = config.filter
+    checks = image_scores(batch, settings)
+    if settings.exemplar_dir is not None:
+        encoder = build_encoder(settings.exemplar_encoder)
+        bank = bank_features(settings.exemplar_dir, encoder, cache_dir)
+        similarity = max_similarity(encoder.encode(batch.pixels), bank)
+        checks["exemplar"] = (similarity, (similarity < settings.exemplar_threshold) & batch.ok)
+    return checks
+
+
+def failed_image_checks(config: RunConfig, pngs: list[bytes], cache_dir: Path) -> list[list[str]]:
+    """Per image, the names of the image checks it fails: what regeneration re-renders for."""
+    checks = image_check_scores(config, decode_batch(pngs, config.images.size), cache_dir)
+    return [[name for name, (_, passed) in checks.items() if not passed[i]] for i in range(len(pngs))]
 
 
 def check_samples(
-    settings: FilterSection,
-    ids: list[str],
+    config: RunConfig,
+    rows: list[dict],
     images: dict[str, bytes],
-    reports: pa.Table,
+    cache_dir: Path,
     advance: Callable[[int], None] = lambda n: None,
-) -> pa.Table:
-    """Score the unit's samples; ``images`` maps id to PNG bytes, ``reports`` holds findings and impression."""
-    text = {row["id"]: f"{row['findings']} {row['impression']}" for row in reports.select(["id", "findings", "impression"]).to_pylist()}
-    stds, saturated, lengths = [], [], []
-    for key in ids:
-        pixels = decode_gray(images[key])
-        stds.append(float(pixels.std()) if np.isfinite(pixels).all() else 0.0)
-        saturated.append(float(((pixels <= 0.0) | (pixels >= 1.0)).mean()))
-        lengths.append(float(len(text[key].strip())))
-        advance(1)
-    scores = {
-        "contrast": (stds, [s >= settings.min_std for s in stds]),
-        "saturation": (saturated, [s <= settings.max_saturated for s in saturated]),
-        "report_length": (lengths, [n >= settings.min_report_chars for n in lengths]),
-    }
-    columns: dict[str, list] = {"id": ids}
+) -> tuple[pa.Table, np.ndarray]:
+    """Score a unit. ``rows`` carry id, findings, impression, planned and extracted entities; ``images`` maps id
+    to PNG bytes. Returns (id, ``filter_<check>_score``/``_verdict`` per check, ``accepted``, ``reject_reasons``;
+    the images' signatures for near-duplicate search)."""
+    settings = config.filter
+    ids = [r["id"] for r in rows]
+    batch = decode_batch([images[k] for k in ids], config.images.size)
+    image_checks = image_check_scores(config, batch, cache_dir)
+    checks = image_checks | text_scores(rows, settings)
+    advance(len(ids))
+    columns: dict[str, object] = {"id": ids}
     reasons: list[list[str]] = [[] for _ in ids]
-    for check, (values, passed) in scores.items():
-        columns[f"filter_{check}_score"] = values
-        columns[f"filter_{check}_verdict"] = ["pass" if ok else "reject" for ok in passed]
-        for row, ok in enumerate(passed):
-            if not ok:
-                reasons[row].append(check)
+    for name, (scores, passed) in checks.items():
+        columns[f"filter_{name}_score"] = pa.array(scores, pa.float64())
+        columns[f"filter_{name}_verdict"] = ["pass" if ok else "reject" for ok in passed]
+        for row in np.flatnonzero(~passed):
+            if batch.ok[row] or name not in image_checks:
+                reasons[row].append(name)
+            elif name == "format":  # an unreadable image fails every image check; its one reason is why
+                reasons[row].append(f"format: {batch.problems[row]}")
     columns["accepted"] = [not r for r in reasons]
-    columns["reject_reasons"] = [",".join(r) if r else None for r in reasons]
-    return pa.table(columns)
+    columns["reject_reasons"] = ["; ".join(r) if r else None for r in reasons]
+    return pa.table(columns), image_signatures(batch.pixels)
