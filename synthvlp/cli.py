@@ -93,14 +93,197 @@ def config_show(config: ConfigArg, overrides: Annotated[list[str] | None, typer.
     typer.echo(dump_yaml(load_config(config, overrides or [])), nl=False)
 
 
-@app.command()
-def models() -> None:
-    """List the model configs that pretrain.model accepts (ours and open_clip's)."""
-    from synthvlp.models import MODEL_CONFIG_DIR, list_models
+models_app = typer.Typer(help="Model configs for pretrain.model (ours and open_clip's).")
+app.add_typer(models_app, name="models")
 
-    ours = {p.stem for p in MODEL_CONFIG_DIR.glob("*.json")}
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context) -> None:
+    """List model configs; `synthvlp models` alone is `synthvlp models list`."""
+    if ctx.invoked_subcommand is None:
+        models_list()
+
+
+@models_app.command("list")
+def models_list(ours: Annotated[bool, typer.Option("--ours", help="Only synthvlp's own configs, with their towers.")] = False) -> None:
+    """List the model configs that pretrain.model accepts; ours are marked and described."""
+    from synthvlp.models import MODEL_CONFIG_DIR, describe_model, list_models
+
+    own = {p.stem for p in MODEL_CONFIG_DIR.glob("*.json")}
     for name in list_models():
-        typer.echo(f"{name}{'  (synthvlp)' if name in ours else ''}")
+        if name in own:
+            typer.echo(f"{name}  (synthvlp)  {describe_model(name)}")
+        elif not ours:
+            typer.echo(name)
+
+
+@app.command(
+    epilog=(
+        "One process: synthvlp pretrain CONFIG. Several (one per GPU, or CPU processes over gloo): "
+        "torchrun --nproc_per_node 2 -m synthvlp.cli pretrain CONFIG. pretrain.batch_size is the global batch."
+    )
+)
+def pretrain(
+    config: ConfigArg,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key.path=value overrides, e.g. pretrain.objective=gloria.", show_default=False)] = None,
+) -> None:
+    """Pre-train a CLIP/ConVIRT or GLoRIA model as CONFIG's pretrain section says, into run.out_dir/pretrain.
+
+    Data: the run's exported shards (pretrain.recipe synthetic), a real CSV corpus (real) or both (mixed); see configs/recipes/.
+
+    Resumable: rerun the same command after an interruption; it continues from the newest state in pretrain/state/ and ends with the weights an uninterrupted run would have.
+
+    Writes checkpoint.pt (what the evaluate stage loads), log.csv and TensorBoard events.
+    """
+    import os
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from synthvlp.pretrain.engine import planned_samples, train
+    from synthvlp.runner import RateColumn
+
+    resolved = load_config(config, overrides or [])
+    settings = resolved.pretrain
+    run_dir = Path(resolved.run.out_dir)
+    shards = settings.shards or sorted((run_dir / "dataset").glob("train-*.tar"))
+    main_process = os.environ.get("RANK", "0") == "0"
+    columns = [TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=not main_process) as progress:
+        task = progress.add_task("pretrain", total=planned_samples(settings, shards, resolved.run.seed))
+        result = train(settings, shards, run_dir / "pretrain", seed=resolved.run.seed, advance=lambda n: progress.advance(task, n), say=console.print)
+    if main_process:
+        console.print(
+            f"pretrain: {result.steps} steps, final loss {result.final_loss:.4f}, {result.samples_per_second:.1f} samples/s "
+            f"on {result.world_size} process(es); {len(result.skipped_images)} unreadable image(s) skipped -> {run_dir / 'pretrain' / 'checkpoint.pt'}"
+        )
+
+
+entities_app = typer.Typer(help="The CXR entity vocabulary and extractor.", no_args_is_help=True)
+app.add_typer(entities_app, name="entities")
+
+
+@entities_app.command("stats")
+def entities_stats(
+    corpus: Annotated[Path, typer.Argument(help="IU X-ray XML folder or .tgz, a CSV/Parquet with a text column, or a run's manifest.parquet.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Folder for the count table (CSV, Parquet), plots and summary.json.")] = Path("entity-stats"),
+    text_column: Annotated[str | None, typer.Option(help="Text column of a CSV/Parquet corpus (guessed when omitted).")] = None,
+) -> None:
+    """Count entities by category and assertion and measure how long-tailed the corpus is (Gini, entropy, ...)."""
+    import json
+
+    from synthvlp.entities.stats import run_stats
+
+    summary = run_stats(corpus, out, text_column=text_column)
+    typer.echo(json.dumps(summary, indent=2, default=str))
+
+
+filter_app = typer.Typer(help="Quality filters outside a run.", no_args_is_help=True)
+app.add_typer(filter_app, name="filter")
+
+
+@filter_app.command("real")
+def filter_real(
+    csv: Annotated[Path, typer.Argument(help="CSV with an image-path column and a report column (MIMIC-CXR layout).", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Folder for verdicts.parquet and cleaned.csv.")],
+    config: Annotated[Path | None, typer.Option(help="Run config whose filter section sets the thresholds (defaults if omitted).")] = None,
+    image_column: Annotated[str, typer.Option(help="Column of image paths, relative to the CSV's folder or absolute.")] = "image",
+    text_column: Annotated[str, typer.Option(help="Column of report text.")] = "text",
+    size: Annotated[int, typer.Option(help="Images are checked after resizing to size x size.")] = 256,
+) -> None:
+    """Run the image and text checks on a real paired dataset and write a cleaned CSV for real or mixed recipes."""
+    from rich.progress import Progress
+
+    from synthvlp.filtering.real import filter_real_dataset
+
+    settings = load_config(config).filter
+    with Progress(console=console) as progress:
+        task = progress.add_task("filter", total=None)
+        counts = filter_real_dataset(csv, out, settings, image_column, text_column, size, advance=lambda n: progress.advance(task, n))
+    for key, value in counts.items():
+        typer.echo(f"{key}: {value}")
+    typer.echo(f"cleaned split: {out / 'cleaned.csv'}")
+
+
+render_app = typer.Typer(help="Look at rendered images.", no_args_is_help=True)
+app.add_typer(render_app, name="render")
+
+
+@render_app.command("preview")
+def render_preview(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder whose images stage has run.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Contact sheet PNG to write.")] = Path("preview.png"),
+    n: Annotated[int, typer.Option(min=1, help="Samples to show (the first N of the run).")] = 16,
+    columns: Annotated[int, typer.Option(min=1, help="Tiles per row.")] = 4,
+    tile: Annotated[int, typer.Option(min=32, help="Tile side in pixels (images are scaled to it).")] = 256,
+) -> None:
+    """Write a contact sheet of N samples: mask outlines in colour, the IMPRESSION and mask legend below each."""
+    from synthvlp.generation.preview import contact_sheet, read_samples
+    from synthvlp.store import atomic_open
+
+    sheet = contact_sheet(read_samples(run_dir, n), tile=tile, columns=columns)
+    with atomic_open(out, "wb") as handle:
+        sheet.save(handle, format="PNG")
+    typer.echo(f"wrote {out}")
+
+
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def serve(
+    model: Annotated[str, typer.Argument(help="transformers: a local HF model folder or .gguf file. vllm: a model folder or hub id vLLM can load.", show_default=False)],
+    engine: Annotated[str, typer.Option(help="'transformers': built-in server, batched, CPU or GPU. 'vllm': start `vllm serve` from --vllm-python.")] = "transformers",
+    host: Annotated[str, typer.Option(help="Address to bind; the default answers this machine only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port; clients use http://HOST:PORT/v1 as reports.base_urls.")] = 8000,
+    api_key_env: Annotated[str, typer.Option(help="If this environment variable is set, requests must send its value as a Bearer key.")] = "SYNTHVLP_API_KEY",
+    served_model_name: Annotated[str | None, typer.Option(help="Name /v1/models lists (default: the folder or file name).")] = None,
+    device: Annotated[str, typer.Option(help="transformers: torch device (cpu, cuda, cuda:1).")] = "cpu",
+    max_batch: Annotated[int, typer.Option(help="transformers: most requests generated together.")] = 8,
+    max_body_bytes: Annotated[int, typer.Option(help="transformers: larger request bodies get 413.")] = 1 << 20,
+    max_tokens_limit: Annotated[int, typer.Option(help="transformers: larger max_tokens get 400.")] = 4096,
+    vllm_python: Annotated[Path | None, typer.Option(help="vllm: python of the venv where vLLM is installed (vLLM pins its own torch).")] = None,
+    max_model_len: Annotated[int, typer.Option(help="vllm: context length to reserve KV cache for.")] = 4096,
+    tensor_parallel_size: Annotated[int, typer.Option(help="vllm: GPUs to shard the model over.")] = 1,
+    startup_timeout: Annotated[float, typer.Option(help="vllm: seconds to wait for /health (large models load slowly).")] = 900.0,
+    vllm_arg: Annotated[list[str] | None, typer.Option(help="vllm: extra argument passed through, repeatable (e.g. --vllm-arg=--quantization=fp8).")] = None,
+) -> None:
+    """Serve a model over an OpenAI-compatible API for the `openai` report backend.
+
+    Example: synthvlp serve ./SmolLM2-135M-Instruct.gguf --port 8000, then run with
+    reports.backend=openai 'reports.base_urls=\\[http://127.0.0.1:8000/v1]'. Stops cleanly on Ctrl-C or SIGTERM.
+    """
+    import os
+
+    key = os.environ.get(api_key_env) or None
+    if engine == "transformers":
+        from synthvlp.generation.writers.hf_local import LocalModel
+        from synthvlp.serving.openai_server import serve as run_server
+
+        console.print(f"loading {model} on {device} ...")
+        local = LocalModel(model, device)
+        console.print(f"serving {served_model_name or local.name} at http://{host}:{port}/v1 (Ctrl-C stops)")
+        run_server(local, host=host, port=port, max_batch=max_batch, api_key=key, max_body_bytes=max_body_bytes,
+                   max_tokens_limit=max_tokens_limit, model_name=served_model_name)
+    elif engine == "vllm":
+        import signal
+
+        from synthvlp.serving.vllm_launcher import VllmServer, VllmSettings
+
+        if vllm_python is None:
+            raise UserError("--engine vllm needs --vllm-python, the python of a separate venv where vLLM is installed")
+        settings = VllmSettings(model=model, python=vllm_python, host=host, port=port, max_model_len=max_model_len, api_key=key,
+                                tensor_parallel_size=tensor_parallel_size, served_model_name=served_model_name, extra_args=vllm_arg or [])
+        server = VllmServer(settings)
+
+        def interrupt(signum: int, frame: object) -> None:  # SIGTERM stops vLLM as cleanly as Ctrl-C does
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, interrupt)
+        try:
+            server.start(timeout_s=startup_timeout)
+            console.print(f"vllm serving {model} at {server.base_url} (Ctrl-C stops)")
+            server.process.wait()
+        finally:
+            server.stop()
+    else:
+        raise UserError(f"--engine {engine!r}: use 'transformers' or 'vllm'")
 
 
 @app.command()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from synthvlp.errors import ConfigError
 
@@ -37,7 +37,11 @@ class RunSection(Section):
 
 
 class PlanSection(Section):
-    """Which entities a report may contain and how many abnormal findings each report gets."""
+    """Balanced entity plans (SynCXR step 2): k abnormal entities and m normal-side statements per report.
+
+    Every pool item has a frequency cap; once reached it leaves the pool, which flattens the long tail a real
+    corpus has. The paper did not publish k, m or the cap, so all three are settings.
+    """
 
     findings: list[str] = Field(
         default_factory=lambda: [
@@ -51,10 +55,33 @@ class PlanSection(Section):
             "emphysema",
         ],
         min_length=1,
-        description="Abnormal findings to sample from; each must be in the entity vocabulary.",
+        description="ABNORMALITY/DISEASE pool (the k side); each must be in the entity vocabulary.",
     )
-    min_findings: int = Field(0, ge=0, description="Fewest abnormal findings in one report (0 allows normal reports).")
-    max_findings: int = Field(2, ge=0, description="Most abnormal findings in one report.")
+    min_findings: int = Field(0, ge=0, description="k range low end: fewest abnormal findings (0 allows normal reports).")
+    max_findings: int = Field(2, ge=0, description="k range high end: most abnormal findings in one report.")
+    normals: list[str] = Field(
+        default_factory=lambda: [
+            "normal heart size",
+            "normal mediastinum",
+            "clear lungs",
+            "normal lung volumes",
+            "normal pulmonary vascularity",
+            "sharp costophrenic angles",
+            "midline trachea",
+            "intact osseous structures",
+        ],
+        description="NON-ABNORMALITY/NON-DISEASE/ANATOMY pool (the m side); the absence of each finding joins it.",
+    )
+    absences: bool = Field(True, description="Whether 'no <finding>' for each of plan.findings is in the m-side pool.")
+    min_normals: int = Field(1, ge=0, description="m range low end: fewest normal-side statements per report.")
+    max_normals: int = Field(3, ge=0, description="m range high end: most normal-side statements per report.")
+    tau_max: int | None = Field(
+        None, ge=1, description="Frequency cap per pool item; None sets cap_slack x its uniform share of the run."
+    )
+    cap_slack: float = Field(1.1, ge=1.0, description="With tau_max None: cap = ceil(cap_slack * n_samples * mean(k or m) / pool size).")
+    source_corpus: Path | None = Field(
+        None, description="Real report corpus (IU XML .tgz/folder, .csv, .parquet) whose entity distribution the run report compares the plan with."
+    )
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> PlanSection:
@@ -62,54 +89,185 @@ class PlanSection(Section):
             raise ValueError(f"min_findings ({self.min_findings}) must not exceed max_findings ({self.max_findings})")
         if self.max_findings > len(self.findings):
             raise ValueError(f"max_findings ({self.max_findings}) exceeds the {len(self.findings)} findings listed")
+        if self.min_normals > self.max_normals:
+            raise ValueError(f"min_normals ({self.min_normals}) must not exceed max_normals ({self.max_normals})")
+        pool = len(self.normals) + (len(self.findings) if self.absences else 0)
+        if self.max_normals > pool:
+            raise ValueError(f"max_normals ({self.max_normals}) exceeds the {pool} normal-side items (normals + absences)")
         return self
 
-    @field_validator("findings")
+    @field_validator("findings", "normals")
     @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
+    def _unique(cls, value: list[str], info: ValidationInfo) -> list[str]:
         duplicates = sorted({name for name in value if value.count(name) > 1})
         if duplicates:
-            raise ValueError(f"findings are listed twice: {duplicates}")
+            raise ValueError(f"{info.field_name} are listed twice: {duplicates}")
         return value
 
 
 class ReportsSection(Section):
-    """How report text is written."""
+    """How report text is written and verified (SynCXR step 3).
 
-    backend: Literal["template"] = Field("template", description="Report writer; 'template' needs no model.")
+    Every backend's draft is re-read by the entity extractor; a report is accepted only when it states every
+    planned entity with the planned assertion and no unplanned abnormal one, else it is rewritten with feedback.
+    """
+
+    backend: Literal["template", "openai", "transformers"] = Field(
+        "template", description="'template' needs no model; 'openai' talks to any OpenAI-compatible server (vLLM, synthvlp serve); 'transformers' runs a local model in-process."
+    )
+    max_retries: int = Field(3, ge=0, description="Rewrites after a draft fails verification (R); attempts and reasons go to the manifest.")
+    prompts: Path = Field(Path("configs/prompts"), description="Folder with system.j2, user.j2 and optional examples.yaml (model backends).")
+    few_shot: int = Field(2, ge=0, description="Worked examples from examples.yaml put before each request.")
+    base_urls: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8000/v1"], min_length=1, description="OpenAI-compatible endpoints; requests are spread over all of them."
+    )
+    model: str = Field("default", description="Model name sent to the server ('default' takes the first one /v1/models lists).")
+    api_key_env: str = Field("SYNTHVLP_API_KEY", description="Environment variable holding the API key, if the server needs one.")
+    concurrency: int = Field(32, ge=1, le=4096, description="Requests in flight at once over all base URLs.")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
+    request_retries: int = Field(6, ge=0, description="Retries of one request on 429/5xx/timeouts/connection errors/malformed output.")
+    backoff_s: float = Field(0.5, gt=0, description="First retry delay; doubles per retry, with full jitter.")
+    backoff_max_s: float = Field(30.0, gt=0, description="Largest retry delay.")
+    structured_output: Literal["auto", "json_schema", "text"] = Field(
+        "auto", description="'json_schema' makes the server enforce the FINDINGS/IMPRESSION schema; 'auto' falls back to plain text if the server refuses it."
+    )
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    max_tokens: int = Field(384, ge=16, le=32768, description="Largest completion per request.")
+    model_path: Path | None = Field(None, description="transformers backend: a local HF model folder or .gguf file.")
+    device: str = Field("cpu", description="transformers backend: torch device.")
+    batch_size: int = Field(8, ge=1, description="transformers backend: prompts generated together.")
+
+
+class DiffusersSection(Section):
+    """A local text-to-image diffusion pipeline (e.g. RoentGen) conditioned on each report's IMPRESSION."""
+
+    path: Path | None = Field(None, description="Local pipeline folder (model_index.json and its parts); required.")
+    steps: int = Field(50, ge=1, description="Denoising steps.")
+    guidance_scale: float = Field(7.5, ge=0.0, description="Classifier-free guidance scale (<= 1 disables it).")
+    negative_prompt: str = Field("", description="Negative prompt for every image ('' for none).")
+    batch_size: int = Field(4, ge=1, description="Prompts per pipeline call; per-sample generators keep images batch-independent.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' is cuda when available, else cpu.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="'auto' is float16 on cuda and float32 on cpu (half precision needs cuda)."
+    )
 
 
 class ImagesSection(Section):
     """How images are rendered."""
 
-    backend: Literal["procedural"] = Field("procedural", description="Image renderer; 'procedural' needs no weights.")
+    backend: Literal["phantom", "diffusers"] = Field(
+        "phantom",
+        description="'phantom' draws each finding from the plan with exact masks and needs no weights; 'diffusers' "
+        "runs a local diffusion pipeline (images.diffusers.path) on the IMPRESSION.",
+    )
     size: int = Field(64, ge=16, le=4096, description="Square image side in pixels.")
+    bit_depth: Literal[8, 16] = Field(8, description="PNG bits per pixel of phantom images (diffusers images are 8-bit).")
+    diffusers: DiffusersSection = Field(default_factory=DiffusersSection)
+
+    @model_validator(mode="after")
+    def _diffusers_needs_a_folder(self) -> ImagesSection:
+        if self.backend == "diffusers":
+            if self.diffusers.path is None:
+                raise ValueError("backend 'diffusers' needs images.diffusers.path, the local pipeline folder")
+            if self.size % 8:
+                raise ValueError(f"backend 'diffusers' needs a size divisible by 8 (the VAE downsamples 8x), got {self.size}")
+        return self
 
 
 class FilterSection(Section):
     """Thresholds of the quality checks; each sample records every check's score and verdict."""
 
-    min_std: float = Field(0.02, ge=0.0, description="Reject images whose intensity std (0-1 scale) is below this.")
+    min_std: float = Field(0.02, ge=0.0, description="Reject images whose intensity std (0-1 scale) is below this (blank).")
     max_saturated: float = Field(0.5, ge=0.0, le=1.0, description="Reject images with more clipped pixels than this share.")
+    min_dynamic_range: float = Field(0.1, ge=0.0, le=1.0, description="Reject images whose 1st-99th percentile span is below this.")
     min_report_chars: int = Field(20, ge=0, description="Reject reports shorter than this many characters.")
+    max_report_chars: int = Field(5000, ge=1, description="Reject reports longer than this many characters (runaway generation).")
+    max_repeated_ngrams: float = Field(0.5, ge=0.0, le=1.0, description="Reject reports whose share of repeated word 3-grams exceeds this.")
+    max_plan_mismatch: int = Field(0, ge=0, description="Reject reports whose abnormal findings differ from the plan in more than this many.")
+    exemplar_dir: Path | None = Field(None, description="Folder of problematic exemplar images; None disables the exemplar filter.")
+    exemplar_encoder: str = Field("gradient", description="'gradient' (embedded, no weights) or a local Hugging Face image-model folder.")
+    exemplar_threshold: float = Field(0.5, ge=-1.0, le=1.0, description="Reject when the max cosine similarity to an exemplar reaches this.")
+    duplicate_image_similarity: float | None = Field(0.999, gt=0.0, le=1.0, description="Reject images whose 16x16 thumbnail correlation with an earlier one reaches this; None disables.")
+    regenerate: int = Field(2, ge=0, le=20, description="Re-render an image that fails an image check up to this many times, each with a new seed.")
+    duplicate_report_jaccard: float | None = Field(None, gt=0.0, le=1.0, description="Reject reports whose word-3-gram Jaccard to an earlier one reaches this; None disables.")
+
+    @field_validator("exemplar_dir")
+    @classmethod
+    def _exemplars_exist(cls, value: Path | None) -> Path | None:
+        if value is not None and not Path(value).is_dir():
+            raise ValueError(f"folder {str(value)!r} does not exist")
+        return value
 
 
 class BalanceSection(Section):
-    """Which accepted samples make the training set."""
+    """Which eligible samples (accepted, not duplicates) make the exported training and test sets."""
 
-    max_samples: int | None = Field(None, ge=1, description="Cap on exported samples per split (None keeps all).")
+    max_samples: int | None = Field(None, ge=1, description="Budget of exported samples per split (None keeps all eligible).")
+    target: Literal["none", "uniform", "temperature"] = Field("none", description="Target entity distribution of the train split.")
+    entity_cap: int | None = Field(None, ge=1, description="uniform: most samples per finding (None: budget x findings per sample / findings).")
+    temperature: float = Field(2.0, gt=0.0, description="temperature: target share proportional to frequency^(1/T); larger is flatter.")
+
+
+class GloriaSection(Section):
+    """GLoRIA's local-global objective: word-to-region attention; temperatures as in the GLoRIA paper."""
+
+    attention_temperature: float = Field(4.0, gt=0.0, description="gamma1: sharpness of each word's attention over image regions.")
+    word_temperature: float = Field(5.0, gt=0.0, description="gamma2: log-sum-exp sharpness pooling word scores into one image-report score.")
+    logit_temperature: float = Field(10.0, gt=0.0, description="gamma3: scale of the local image-report scores in the cross-entropy.")
+    local_weight: float = Field(1.0, ge=0.0, description="Weight of the local (word-region) loss.")
+    global_weight: float = Field(1.0, ge=0.0, description="Weight of the global (pooled InfoNCE) loss.")
+    local_dim: int = Field(128, ge=1, description="Size of the projected region and word features.")
+
+
+class RealDataSection(Section):
+    """A real paired corpus as a CSV: one row per image with its report text (MIMIC-CXR-style layout)."""
+
+    csv: Path = Field(description="CSV file with an image path column and a report text column.")
+    image_root: Path | None = Field(None, description="Folder image paths are relative to; None means the CSV's folder.")
+    image_column: str = Field("image", min_length=1, description="Column holding each image's path.")
+    text_column: str = Field("text", min_length=1, description="Column holding the report text the model trains on.")
+    group_column: str | None = Field("patient_id", description="Column the held-out split groups by (a patient never straddles splits); None splits by row.")
+    holdout_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of groups held out of pre-training (for a later evaluation), chosen by a seeded hash.")
 
 
 class PretrainSection(Section):
-    """CLIP-style pre-training of an open_clip model on the exported shards."""
+    """CLIP/ConVIRT or GLoRIA pre-training of an open_clip model on synthetic, real or mixed data.
 
-    model: str = Field("synthvlp-tiny", description="open_clip model config name (ours or open_clip's).")
+    ``batch_size`` is the global batch: under torchrun each of N processes takes batch_size / N samples of it, and
+    the features of all of them meet in one loss, so N processes train the same model as one.
+    """
+
+    model: str = Field("synthvlp-tiny", description="open_clip model config name (ours or open_clip's); `synthvlp models list`.")
+    objective: Literal["clip", "gloria"] = Field("clip", description="'clip': symmetric InfoNCE (ConVIRT-style); 'gloria': plus GLoRIA's local word-region loss.")
+    gloria: GloriaSection = Field(default_factory=GloriaSection)
+    recipe: Literal["synthetic", "real", "mixed"] = Field("synthetic", description="Training data: the run's exported shards, pretrain.real, or both.")
+    mix: Literal["ratio", "concat"] = Field("concat", description="mixed: 'concat' visits every sample of both sets once per epoch; 'ratio' draws each sample from real with probability real_fraction.")
+    real_fraction: float = Field(0.5, ge=0.0, le=1.0, description="mix=ratio: probability that a training sample is real.")
+    real: RealDataSection | None = Field(None, description="The real dataset (recipes real and mixed).")
+    shards: list[Path] | None = Field(None, description="Synthetic WebDataset shards; None means the run's dataset/train-*.tar.")
     epochs: int = Field(4, ge=1)
-    batch_size: int = Field(64, ge=2)
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimiser steps (None: epochs x steps per epoch).")
+    batch_size: int = Field(64, ge=2, description="Global batch (all processes together) per optimiser step.")
+    accumulate: int = Field(1, ge=1, description="Gradient accumulation: micro-batches of batch_size / accumulate per step (contrastive negatives come from the micro-batch).")
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.1, ge=0.0)
-    warmup_steps: int = Field(10, ge=0)
-    threads: int = Field(2, ge=1, description="torch CPU threads.")
+    warmup_steps: int = Field(10, ge=0, description="Linear warm-up steps before the cosine decay.")
+    max_logit_scale: float = Field(100.0, gt=1.0, description="Upper bound of the learnable inverse temperature (CLIP clamps at 100).")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="'auto': bf16 autocast on GPU, fp32 on CPU.")
+    threads: int = Field(2, ge=1, description="torch CPU threads per process.")
+    workers: int = Field(0, ge=0, description="DataLoader worker processes per training process (0 decodes in the training process).")
+    checkpoint_every: int = Field(100, ge=1, description="Write a resumable training state every this many steps (and at the end).")
+    keep_checkpoints: int = Field(2, ge=1, description="Resumable states kept on disk (newest first).")
+    image_encoder: Path | None = Field(None, description="Initialise the image tower from this encoder checkpoint (e.g. RaSD-pretrained; see synthvlp.models.save_image_encoder).")
+    tensorboard: bool = Field(True, description="Also write TensorBoard event files under pretrain/tensorboard.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PretrainSection:
+        if self.recipe in ("real", "mixed") and self.real is None:
+            raise ValueError(f"recipe {self.recipe!r} needs pretrain.real (a CSV of image paths and report texts)")
+        if self.batch_size % self.accumulate:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of accumulate ({self.accumulate})")
+        return self
 
 
 class EvaluateSection(Section):

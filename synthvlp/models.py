@@ -37,13 +37,30 @@ def model_config(name: str) -> dict[str, Any]:
 
     config = open_clip.get_model_config(name)
     if config is None:
-        raise UserError(f"pretrain.model: unknown model {name!r}; `synthvlp models` lists the available ones")
+        raise UserError(f"pretrain.model: unknown model {name!r}; `synthvlp models list` shows the available ones")
     return config
 
 
+def describe_model(name: str) -> str:
+    """One line on a config's towers, for ``synthvlp models list``."""
+    config = model_config(name)
+    vision, text = config.get("vision_cfg", {}), config.get("text_cfg", {})
+    layers = vision.get("layers")
+    image = f"ResNet {layers}" if isinstance(layers, list) else f"ViT {layers}x{vision.get('width')} patch {vision.get('patch_size')}"
+    words = f"HF {text['hf_model_name']}" if "hf_model_name" in text else f"transformer {text.get('layers')}x{text.get('width')}"
+    return f"embed {config.get('embed_dim')}; image: {image} at {vision.get('image_size')} px; text: {words}"
+
+
 def build_clip(name: str):
-    """(model, train transform, eval transform, tokenizer) for a registered model name, randomly initialised."""
-    model_config(name)  # named error for unknown models
+    """(model, train transform, eval transform, tokenizer) for a registered model name, randomly initialised.
+
+    A Hugging Face text tower (``text_cfg.hf_model_name``) is loaded from its local folder, which must exist:
+    weights are never downloaded.
+    """
+    config = model_config(name)  # named error for unknown models
+    hf_folder = config.get("text_cfg", {}).get("hf_model_name")
+    if hf_folder is not None and not Path(hf_folder).is_dir():
+        raise UserError(f"model {name!r}: text_cfg.hf_model_name {hf_folder!r} is not a local folder; put the Hugging Face model there (relative paths are from the working directory)")
     import open_clip
 
     previous = logging.root.manager.disable
@@ -54,6 +71,25 @@ def build_clip(name: str):
         logging.disable(previous)
     tokenizer = open_clip.get_tokenizer(name)
     return model, preprocess_train, preprocess_eval, tokenizer
+
+
+def load_weights(module, state_dict: dict[str, Any], path: Path, what: str) -> None:
+    """Load ``state_dict`` into ``module`` exactly; a mismatch is a ``UserError`` naming the offending keys.
+
+    This is how a checkpoint written for another model config is caught: missing, unexpected and wrongly
+    shaped tensors are listed instead of torch's long traceback.
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = sorted(k for k in set(own) & set(state_dict) if tuple(own[k].shape) != tuple(state_dict[k].shape))
+    if missing or unexpected or shapes:
+        raise UserError(
+            f"{path}: {what} does not match the model: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}, "
+            f"shape mismatches {[(k, tuple(state_dict[k].shape), tuple(own[k].shape)) for k in shapes[:5]]}"
+            f"{' (and more)' if max(len(missing), len(unexpected), len(shapes)) > 5 else ''}"
+        )
+    module.load_state_dict(state_dict)
 
 
 def save_clip_checkpoint(path: Path, name: str, model, steps: int) -> None:
@@ -79,10 +115,52 @@ def load_clip_checkpoint(path: Path):
         raise UserError(f"{path}: checkpoint not found; run the pretrain stage first")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     model, _, preprocess, tokenizer = build_clip(checkpoint["model"])
-    missing, unexpected = model.load_state_dict(checkpoint["state_dict"], strict=False)
-    if missing or unexpected:
-        raise UserError(
-            f"{path}: checkpoint does not match model {checkpoint['model']!r}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
-        )
+    load_weights(model, checkpoint["state_dict"], path, f"checkpoint of model {checkpoint['model']!r}")
     model.eval()
     return model, preprocess, tokenizer
+
+
+IMAGE_ENCODER_FORMAT = "synthvlp.image_encoder/1"
+"""An image-tower checkpoint that any pre-training (RaSD, or a previous CLIP run) can hand to ``pretrain``.
+
+One ``torch.save`` dict, loadable with ``weights_only=True``::
+
+    {"format": "synthvlp.image_encoder/1",
+     "model": "<registered model config name whose vision tower these weights fit>",
+     "vision_cfg": {... that config's vision_cfg, for the mismatch message ...},
+     "state_dict": {... the tower's own keys, i.e. open_clip's model.visual.state_dict() ...},
+     "source": "<free text: what produced it, e.g. 'rasd'>"}
+
+``pretrain.image_encoder`` loads it into the image tower before training, so a RaSD-initialised encoder and a
+CLIP-trained text tower end up in one model.
+"""
+
+
+def save_image_encoder(path: Path, name: str, visual, source: str) -> None:
+    """Write ``visual`` (an open_clip ``model.visual`` built from model config ``name``) atomically."""
+    import torch
+
+    from synthvlp.store import atomic_open
+
+    payload = {
+        "format": IMAGE_ENCODER_FORMAT,
+        "model": name,
+        "vision_cfg": model_config(name)["vision_cfg"],
+        "state_dict": visual.state_dict(),
+        "source": source,
+    }
+    with atomic_open(path, "wb") as handle:
+        torch.save(payload, handle)
+
+
+def load_image_encoder(path: Path, visual) -> str:
+    """Load an image-encoder checkpoint into ``visual`` (exact keys and shapes); returns its ``source``."""
+    import torch
+
+    if not Path(path).is_file():
+        raise UserError(f"pretrain.image_encoder: {path} not found")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != IMAGE_ENCODER_FORMAT:
+        raise UserError(f"{path}: not an image-encoder checkpoint (expected format {IMAGE_ENCODER_FORMAT!r}; see synthvlp.models.save_image_encoder)")
+    load_weights(visual, payload["state_dict"], path, f"image encoder for model {payload.get('model')!r}")
+    return str(payload.get("source", ""))

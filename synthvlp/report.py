@@ -45,15 +45,15 @@ def write_report(runner: Runner) -> Path:
         lines.append("No stage has finished every unit yet.")
     else:
         rows = table.to_pylist()
-        lines += _plan_section(rows, plots / "entities.png")
+        lines += _plan_section(rows, plots / "entities.png", runner)
         if "findings" in table.column_names:
-            lines += _reports_section(rows)
+            lines += _reports_section(rows, plots / "attempts.png")
         if "image_generator" in table.column_names:
             lines += _images_section(rows, run_dir, runner.config.images.size)
         if "accepted" in table.column_names:
             lines += _filter_section(rows)
         if "selected" in table.column_names:
-            lines += _balance_section(rows)
+            lines += _balance_section(rows, plots / "balance.png")
     lines += _pretrain_section(run_dir / "pretrain", plots / "loss.png")
     lines += _evaluate_section(run_dir / "evaluate")
     path = run_dir / "report.md"
@@ -61,36 +61,74 @@ def write_report(runner: Runner) -> Path:
     return path
 
 
-def _plan_section(rows: list[dict], plot: Path) -> list[str]:
+def _plan_section(rows: list[dict], plot: Path, runner: Runner) -> list[str]:
+    """Planned distribution over the pool items against the source corpus: the caps must make it flatter."""
+    from synthvlp.generation.plan_stats import flatness, planned_counts, source_counts
+
     splits = Counter(r["split"] for r in rows)
-    present = Counter(e["name"] for r in rows for e in r["planned_entities"] if e["assertion"] == "present")
-    normal = sum(1 for r in rows if not any(e["assertion"] == "present" for e in r["planned_entities"]))
+    normal = sum(1 for r in rows if not any(e["assertion"] == "present" and e["category"] in ("ABNORMALITY", "DISEASE") for e in r["planned_entities"]))
+    planned = planned_counts(runner.config, [r["planned_entities"] for r in rows])
+    source = source_counts(runner.config, runner.extractor, runner.run_dir / "parts" / "plan")
+    names = sorted(planned, key=lambda n: (-planned[n], n))
     plt = _plt()
-    figure, axis = plt.subplots(figsize=(6, 3))
-    names = sorted(present, key=present.get, reverse=True)
-    axis.barh(names[::-1], [present[n] for n in names][::-1])
-    axis.set(xlabel="samples", title="Planned findings (present)")
+    figure, axis = plt.subplots(figsize=(7, 0.5 + 0.22 * len(names)))
+    total_planned = max(1, sum(planned.values()))
+    axis.barh(names[::-1], [planned[n] / total_planned for n in names][::-1], height=0.4, label="plan")
+    if source:
+        total_source = max(1, sum(source.values()))
+        axis.barh([i - 0.4 for i in range(len(names))], [source[n] / total_source for n in names][::-1], height=0.4, label="source corpus")
+        axis.legend(fontsize=7)
+    axis.tick_params(axis="y", labelsize=7)
+    axis.set(xlabel="share of statements", title="Planned entities vs source corpus")
     figure.tight_layout()
     _save(figure, plot)
-    lines = ["## Plan", "", f"{len(rows)} samples: {splits.get('train', 0)} train, {splits.get('test', 0)} test; {normal} with no finding.", ""]
-    lines += ["| finding | samples |", "|---|---|"] + [f"| {n} | {present[n]} |" for n in names]
-    return lines + ["", f"![planned findings](plots/{plot.name})", ""]
+    lines = ["## Plan", "", f"{len(rows)} samples: {splits.get('train', 0)} train, {splits.get('test', 0)} test; {normal} with no abnormal finding.", ""]
+    lines += ["| distribution | items seen | missing | gini | imbalance ratio |", "|---|---|---|---|---|"]
+    for label, counts in (("source corpus", source), ("plan", planned)):
+        if counts is not None:
+            m = flatness(counts)
+            lines.append(f"| {label} | {m['entities']} | {m['missing']} | {m['gini']:.3f} | {m['imbalance_ratio']:.2f} |")
+    if source is None:
+        lines += ["", "Set plan.source_corpus to compare with a real report corpus."]
+    lines += ["", "| pool item | planned | source reports |", "|---|---|---|"]
+    lines += [f"| {n} | {planned[n]} | {source[n] if source else '-'} |" for n in names]
+    return lines + ["", f"![planned entities](plots/{plot.name})", ""]
 
 
-def _reports_section(rows: list[dict]) -> list[str]:
-    def present(entities) -> set:
-        return {e["name"] for e in entities or () if e["assertion"] == "present" and e["category"] in ("ABNORMALITY", "DISEASE")}
-
-    agree = sum(1 for r in rows if present(r["planned_entities"]) == present(r["extracted_entities"]))
+def _reports_section(rows: list[dict], plot: Path) -> list[str]:
+    """Acceptance rate of the verification loop, attempts histogram and the commonest rejection reasons."""
+    verified = sum(1 for r in rows if r.get("report_verified"))
+    attempts = Counter(r.get("report_attempts") or 1 for r in rows)
+    first = sum(1 for r in rows if (r.get("report_attempts") or 1) == 1 and r.get("report_verified"))
+    reasons = Counter(
+        reason.split(" (")[0].split(" planned")[0]  # "missing: nodule", "assertion: atelectasis"
+        for r in rows if r.get("report_rejections")
+        for attempt in r["report_rejections"].split(" | ")
+        for reason in attempt.partition(": ")[2].split("; ")
+    )
     length = sum(len(r["findings"]) + len(r["impression"]) for r in rows) / max(1, len(rows))
     generators = Counter(r["report_generator"] for r in rows)
-    return [
+    plt = _plt()
+    figure, axis = plt.subplots(figsize=(5, 2.6))
+    keys = sorted(attempts)
+    axis.bar([str(k) for k in keys], [attempts[k] for k in keys])
+    axis.set(xlabel="attempts", ylabel="reports", title="Attempts per report")
+    figure.tight_layout()
+    _save(figure, plot)
+    lines = [
         "## Reports",
         "",
         f"Writer: {', '.join(generators)}. Mean length {length:.0f} characters.",
-        f"The extractor reads back exactly the planned abnormal findings in {agree}/{len(rows)} reports ({agree / max(1, len(rows)):.1%}).",
+        f"Verified (every planned entity read back with its assertion and side, no unplanned abnormal one): {verified}/{len(rows)} ({verified / max(1, len(rows)):.1%}).",
+        f"Accepted at the first attempt: {first}/{len(rows)} ({first / max(1, len(rows)):.1%}).",
         "",
+        "| attempts | reports |",
+        "|---|---|",
     ]
+    lines += [f"| {k} | {attempts[k]} |" for k in keys]
+    if reasons:
+        lines += ["", "Commonest rejection reasons: " + ", ".join(f"{k} x{v}" for k, v in reasons.most_common(8))]
+    return lines + ["", f"![attempts](plots/{plot.name})", ""]
 
 
 def _images_section(rows: list[dict], run_dir: Path, size: int) -> list[str]:
@@ -105,18 +143,60 @@ def _images_section(rows: list[dict], run_dir: Path, size: int) -> list[str]:
 
 
 def _filter_section(rows: list[dict]) -> list[str]:
-    reasons = Counter(reason for r in rows if r["reject_reasons"] for reason in r["reject_reasons"].split(","))
+    """Rejects per check, from the verdict columns, so a new check appears here without code changes."""
+    checks = sorted({k[len("filter_") : -len("_verdict")] for k in rows[0] if k.startswith("filter_") and k.endswith("_verdict")})
     accepted = sum(1 for r in rows if r["accepted"])
-    lines = ["## Filter", "", f"{accepted} accepted, {len(rows) - accepted} rejected.", ""]
-    if reasons:
-        lines += ["| reason | rejected |", "|---|---|"] + [f"| {k} | {v} |" for k, v in reasons.most_common()] + [""]
-    return lines
+    lines = ["## Filter", "", f"{accepted} accepted, {len(rows) - accepted} rejected by the per-sample checks.", ""]
+    lines += ["| check | rejected | median score |", "|---|---|---|"]
+    for check in checks:
+        verdicts = [r[f"filter_{check}_verdict"] for r in rows]
+        scores = sorted(r[f"filter_{check}_score"] for r in rows if r[f"filter_{check}_score"] is not None)
+        median = f"{scores[len(scores) // 2]:.3g}" if scores else "-"
+        lines.append(f"| {check} | {sum(v == 'reject' for v in verdicts)} | {median} |")
+    renders = Counter(r["image_attempts"] for r in rows if r.get("image_attempts") is not None)
+    if sum(n for a, n in renders.items() if a > 1):
+        never = sum(1 for r in rows if r["image_attempts"] and r["image_rejections"] and r["image_rejections"].count("attempt") == r["image_attempts"])
+        histogram = ", ".join(f"{a} render{'s' if a > 1 else ''}: {n}" for a, n in sorted(renders.items()))
+        lines += ["", f"Regeneration: {sum(n for a, n in renders.items() if a > 1)} images were re-rendered ({histogram}); {never} never passed and were dropped."]
+    details = Counter(reason for r in rows if r["reject_reasons"] for reason in r["reject_reasons"].split("; ") if ":" in reason)
+    if details:
+        lines += ["", "Format problems: " + ", ".join(f"{k} x{v}" for k, v in details.most_common(10))]
+    return lines + [""]
 
 
-def _balance_section(rows: list[dict]) -> list[str]:
+def _balance_section(rows: list[dict], plot: Path) -> list[str]:
+    from synthvlp.entities.stats import long_tail
+    from synthvlp.filtering.balance import sample_findings
+
     selected = Counter(r["split"] for r in rows if r["selected"])
     shards = len({r["shard"] for r in rows if r["shard"]})
-    return ["## Balance", "", f"Exported {selected.get('train', 0)} train and {selected.get('test', 0)} test samples in {shards} shards under `dataset/`.", ""]
+    duplicates = sum(1 for r in rows if any(r.get(k) == "reject" for k in r if k.startswith("filter_duplicate_")))
+    train = [r for r in rows if r["split"] == "train" and r["accepted"]]
+    before = Counter(n for r in train for n in sample_findings(r["planned_entities"]))
+    after = Counter(n for r in train if r["selected"] for n in sample_findings(r["planned_entities"]))
+    names = sorted(before, key=before.get, reverse=True)
+    plt = _plt()
+    figure, axis = plt.subplots(figsize=(7, 3.2))
+    positions = range(len(names))
+    axis.bar([p - 0.2 for p in positions], [before[n] for n in names], width=0.4, label="accepted")
+    axis.bar([p + 0.2 for p in positions], [after[n] for n in names], width=0.4, label="selected")
+    axis.set_xticks(list(positions), names, rotation=40, ha="right", fontsize=7)
+    axis.set(ylabel="train samples", title="Findings before and after balancing")
+    axis.legend()
+    figure.tight_layout()
+    _save(figure, plot)
+    lines = [
+        "## Balance",
+        "",
+        f"{duplicates} near-duplicates dropped. Exported {selected.get('train', 0)} train and {selected.get('test', 0)} test samples in {shards} shards under `dataset/`.",
+        "",
+        "| train split | gini | normalised entropy | imbalance ratio | top-10% share |",
+        "|---|---|---|---|---|",
+    ]
+    for label, counts in (("accepted", before), ("selected", after)):
+        m = long_tail(list(counts.values()))
+        lines.append(f"| {label} | {m['gini']:.3f} | {m['normalised_entropy']:.3f} | {m['imbalance_ratio']:.2f} | {m['top10_share']:.3f} |")
+    return lines + ["", f"![balance](plots/{plot.name})", ""]
 
 
 def _pretrain_section(folder: Path, plot: Path) -> list[str]:

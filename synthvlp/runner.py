@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
@@ -44,7 +45,7 @@ GLOBAL_STAGES = ("balance", "pretrain", "evaluate")
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "plan": ("run", "plan"),
     "reports": ("run", "plan", "reports"),
-    "images": ("run", "plan", "reports", "images"),
+    "images": ("run", "plan", "reports", "images", "filter"),  # the image checks drive regeneration
     "filter": ("run", "plan", "reports", "images", "filter"),
     "balance": ("run", "plan", "reports", "images", "filter", "balance"),
     "pretrain": ("run", "plan", "reports", "images", "filter", "balance", "pretrain"),
@@ -100,6 +101,9 @@ class Runner:
 
     def part(self, stage: str, unit: Unit) -> Path:
         return self.run_dir / "parts" / stage / f"part-{unit.index:06d}.parquet"
+
+    def signatures(self, unit: Unit) -> Path:
+        return self.run_dir / "parts" / "filter" / f"signatures-{unit.index:06d}.npy"
 
     def image_shard(self, unit: Unit) -> Path:
         return self.run_dir / "images" / f"shard-{unit.index:06d}.tar"
@@ -171,7 +175,7 @@ class Runner:
             return [self.part("plan", unit)]
         if stage == "images":
             return [self.part("plan", unit), self.part("reports", unit)]
-        return [self.part("reports", unit), self.part("images", unit), self.image_shard(unit)]
+        return [self.part("plan", unit), self.part("reports", unit), self.part("images", unit), self.image_shard(unit)]
 
     @contextmanager
     def _progress(self, stage: str, total: int) -> Iterator[Callable[[int], None]]:
@@ -198,30 +202,86 @@ class Runner:
             pq.write_table(table, handle, compression="zstd")
         return path
 
-    def _plan_unit(self, unit: Unit, advance: Callable[[int], None]) -> list[Path]:
-        from synthvlp.generation.plan import check_findings, plan_samples
+    @cached_property
+    def run_plan(self) -> pa.Table:
+        """The whole run's plan, computed once per process: frequency caps couple samples, so units slice one
+        global pass instead of planning themselves (which keeps plans independent of sharding)."""
+        from synthvlp.generation.planner import check_findings, plan_run
 
         check_findings(self.config, self.vocabulary)
-        table = plan_samples(self.config, self.vocabulary, range(unit.start, unit.stop))
+        return plan_run(self.config, self.vocabulary)
+
+    def _plan_unit(self, unit: Unit, advance: Callable[[int], None]) -> list[Path]:
+        table = self.run_plan.slice(unit.start, unit.size)
         advance(unit.size)
         return [self._write_part(table, self.part("plan", unit))]
 
+    @cached_property
+    def report_writer(self):
+        """One writer per process, so a local model is loaded once, not per unit."""
+        from synthvlp.generation.writers import build_writer
+
+        return build_writer(self.config)
+
     def _reports_unit(self, unit: Unit, advance: Callable[[int], None]) -> list[Path]:
+        from synthvlp.generation.journal import Journal
         from synthvlp.generation.reports import write_reports
 
-        table = write_reports(self.config, pq.read_table(self.part("plan", unit)), self.extractor, advance)
-        return [self._write_part(table, self.part("reports", unit))]
+        # finished samples of an interrupted attempt at this unit, under these settings only
+        journal = self.run_dir / "parts" / "reports" / f"journal-{unit.index:06d}-{self.fingerprint('reports')}.jsonl"
+        plan = pq.read_table(self.part("plan", unit))
+        table = write_reports(self.config, plan, self.extractor, advance, journal=journal, writer=self.report_writer)
+        part = self._write_part(table, self.part("reports", unit))
+        Journal(journal).remove()
+        return [part]
 
     def _images_unit(self, unit: Unit, advance: Callable[[int], None]) -> list[Path]:
         from synthvlp.generation.images import render_images
 
-        batch = render_images(self.config, pq.read_table(self.part("plan", unit)), pq.read_table(self.part("reports", unit)), advance)
+        plan, reports = pq.read_table(self.part("plan", unit)), pq.read_table(self.part("reports", unit))
+        batch = render_images(self.config, plan, reports, advance)
+        attempts, rejections = self._regenerate(batch, plan, reports)
         shard = self.image_shard(unit)
         write_shard(shard, batch.samples)
         columns = batch.columns.append_column("image_shard", pa.array([shard.name] * batch.columns.num_rows))
-        warnings = self.run_dir / "parts" / "images" / f"undrawable-{unit.index:06d}.json"
-        write_text_atomic(warnings, json.dumps(batch.undrawable, sort_keys=True))
-        return [shard, warnings, self._write_part(columns, self.part("images", unit))]
+        columns = columns.append_column("image_attempts", pa.array(attempts, pa.int32()))
+        columns = columns.append_column("image_rejections", pa.array(rejections, pa.string()))
+        undrawable = self.run_dir / "parts" / "images" / f"undrawable-{unit.index:06d}.json"
+        write_text_atomic(undrawable, json.dumps(batch.undrawable, sort_keys=True))
+        outputs = [shard, undrawable, self._write_part(columns, self.part("images", unit))]
+        warnings = self.run_dir / "parts" / "images" / f"warnings-{unit.index:06d}.json"  # e.g. truncated prompts
+        warnings.unlink(missing_ok=True)
+        if batch.warnings:
+            write_text_atomic(warnings, json.dumps(batch.warnings, sort_keys=True))
+            outputs.append(warnings)
+        return outputs
+
+    def _regenerate(self, batch, plan: pa.Table, reports: pa.Table) -> tuple[list[int], list[str | None]]:
+        """Re-render images that fail an image check, with a fresh per-sample seed, up to ``filter.regenerate``
+        times; replace them in ``batch`` and return each sample's render count and rejected attempts' reasons.
+
+        A sample that never passes keeps its last render; the filter stage rejects it and the report counts it."""
+        from synthvlp.filtering.checks import failed_image_checks
+        from synthvlp.generation.images import render_images
+
+        cache = self.run_dir / "cache"
+        failing = failed_image_checks(self.config, [s["png"] for s in batch.samples], cache)
+        history = [[f"attempt 1: {', '.join(f)}"] if f else [] for f in failing]
+        attempts = [1] * len(failing)
+        todo = [i for i, f in enumerate(failing) if f]
+        rows = batch.columns.to_pylist()
+        for attempt in range(1, self.config.filter.regenerate + 1):
+            if not todo:
+                break
+            redo = render_images(self.config, plan.take(todo), reports.take(todo), attempt=attempt)
+            failing = failed_image_checks(self.config, [s["png"] for s in redo.samples], cache)
+            for position, i in enumerate(todo):
+                batch.samples[i], rows[i], attempts[i] = redo.samples[position], redo.columns.slice(position, 1).to_pylist()[0], attempt + 1
+                if failing[position]:
+                    history[i].append(f"attempt {attempt + 1}: {', '.join(failing[position])}")
+            todo = [i for position, i in enumerate(todo) if failing[position]]
+        batch.columns = pa.Table.from_pylist(rows, schema=batch.columns.schema)
+        return attempts, ["; ".join(h) if h else None for h in history]
 
     def _filter_unit(self, unit: Unit, advance: Callable[[int], None]) -> list[Path]:
         from synthvlp.filtering.checks import check_samples
@@ -231,8 +291,12 @@ class Runner:
         missing = [k for k in ids if k not in images]
         if missing:
             raise UserError(f"{self.image_shard(unit)}: samples {missing[:3]} missing from the shard; delete it and rerun")
-        table = check_samples(self.config.filter, ids, images, pq.read_table(self.part("reports", unit)), advance)
-        return [self._write_part(table, self.part("filter", unit))]
+        rows = _append_columns(pq.read_table(self.part("plan", unit)), pq.read_table(self.part("reports", unit)), "reports").to_pylist()
+        table, signatures = check_samples(self.config, rows, images, self.run_dir / "cache", advance)
+        signature_path = self.signatures(unit)
+        with atomic_open(signature_path, "wb") as handle:
+            np.save(handle, signatures)
+        return [signature_path, self._write_part(table, self.part("filter", unit))]
 
     # ---- manifest -----------------------------------------------------------------------------------------
     def stage_complete(self, stage: str) -> bool:
@@ -273,22 +337,28 @@ class Runner:
         if stage == "balance":
             if not self.stage_complete("filter"):
                 raise UserError("balance needs every unit filtered; run the plan, reports, images and filter stages first")
-            return [self.part(s, u) for u in self.units() for s in PER_UNIT_STAGES] + [self.image_shard(u) for u in self.units()]
+            parts = [self.part(s, u) for u in self.units() for s in PER_UNIT_STAGES]
+            return parts + [self.signatures(u) for u in self.units()] + [self.image_shard(u) for u in self.units()]
         if stage == "pretrain":
-            shards = self.dataset_shards("train")
+            settings = self.config.pretrain
+            real = [settings.real.csv] if settings.real is not None and settings.recipe != "synthetic" else []
+            if settings.recipe == "real":
+                return real
+            shards = list(settings.shards or self.dataset_shards("train"))
             if not shards:
                 raise UserError("pretrain needs exported training shards; run the balance stage first")
-            return shards
+            return shards + real
         checkpoint = self.run_dir / "pretrain" / "checkpoint.pt"
         if not checkpoint.exists():
             raise UserError(f"evaluate needs {checkpoint}; run the pretrain stage first")
         return [checkpoint, *self.dataset_shards("test")]
 
     def _balance_global(self) -> list[Path]:
-        from synthvlp.filtering.balance import select_samples
+        from synthvlp.filtering.selection import select_dataset
 
         joined = self.joined_parts()
-        selection = select_samples(self.config.balance, joined)
+        signatures = np.concatenate([np.load(self.signatures(u)) for u in self.units()])
+        selection, targets = select_dataset(self.config, joined.to_pylist(), signatures)
         chosen = {k for k, s in zip(selection.column("id").to_pylist(), selection.column("selected").to_pylist(), strict=True) if s}
         split_of = dict(zip(joined.column("id").to_pylist(), joined.column("split").to_pylist(), strict=True))
         shard_of: dict[str, str] = {}
@@ -320,26 +390,21 @@ class Runner:
                     flush(split)
         table = selection.append_column("shard", pa.array([shard_of.get(k) for k in selection.column("id").to_pylist()], pa.string()))
         path = self.run_dir / "parts" / "balance" / "selection.parquet"
-        return [*written, self._write_part(table, path)]
+        targets_path = self.run_dir / "parts" / "balance" / "targets.json"
+        write_text_atomic(targets_path, json.dumps(targets, indent=1, sort_keys=True))
+        return [*written, targets_path, self._write_part(table, path)]
 
     def _pretrain_global(self) -> list[Path]:
-        from synthvlp.pretrain.clip_trainer import train_clip
+        from synthvlp.pretrain.engine import planned_samples, train
 
-        shards = self.dataset_shards("train")
+        settings = self.config.pretrain
+        shards = settings.shards or self.dataset_shards("train")
         out = self.run_dir / "pretrain"
-        count = self._count_selected("train")
-        batch = min(self.config.pretrain.batch_size, count)
-        samples = self.config.pretrain.epochs * (count // batch) * batch  # the trainer drops each epoch's last partial batch
-        with self._progress("pretrain", samples) as advance:
-            result = train_clip(self.config.pretrain, shards, out, seed=self.config.run.seed, advance=advance)
+        with self._progress("pretrain", planned_samples(settings, shards, self.config.run.seed)) as advance:
+            result = train(settings, shards, out, seed=self.config.run.seed, advance=advance, say=self.console.print)
         metrics = out / "metrics.json"
         write_text_atomic(metrics, json.dumps(result.__dict__, indent=2))
         return [out / "checkpoint.pt", out / "log.csv", metrics]
-
-    def _count_selected(self, split: str) -> int:
-        joined = self.joined_parts()
-        rows = joined.select(["split", "selected"]).to_pylist()
-        return sum(1 for r in rows if r["selected"] and r["split"] == split)
 
     def _evaluate_global(self) -> list[Path]:
         from synthvlp.evaluation.zeroshot import load_labelled_images, plot_roc, score_classes, zero_shot_probabilities

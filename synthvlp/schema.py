@@ -27,6 +27,19 @@ ENTITY = pa.struct(
 )
 """An entity in a plan or extracted from text: canonical name, RaTE category, assertion, laterality or null."""
 
+BOX = pa.struct(
+    [
+        ("name", pa.string()),
+        ("laterality", pa.string()),
+        ("x0", pa.int32()),
+        ("y0", pa.int32()),
+        ("x1", pa.int32()),
+        ("y1", pa.int32()),
+    ]
+)
+"""A drawn finding's box in image pixels (x1, y1 exclusive; null when its mask is empty). The i-th box of a
+sample is bit i of its ``<key>.seg.png`` mask."""
+
 ASSERTIONS = ("present", "absent", "uncertain")
 VERDICTS = ("pass", "reject")
 SPLITS = ("train", "test")
@@ -42,8 +55,14 @@ COLUMNS = pa.schema(
         ("extracted_entities", pa.list_(ENTITY)),
         ("report_generator", pa.string()),
         ("report_seed", pa.int64()),
+        ("report_attempts", pa.int32()),
+        ("report_verified", pa.bool_()),
+        ("report_rejections", pa.string()),
         ("image_generator", pa.string()),
         ("image_seed", pa.int64()),
+        ("image_attempts", pa.int32()),
+        ("image_rejections", pa.string()),
+        ("finding_boxes", pa.list_(BOX)),
         ("image_shard", pa.string()),
         ("accepted", pa.bool_()),
         ("reject_reasons", pa.string()),
@@ -51,8 +70,14 @@ COLUMNS = pa.schema(
         ("shard", pa.string()),
     ]
 )
-"""Fixed columns in order. ``image_shard`` is the stage shard holding the rendered image; ``shard`` is the
-exported training/test shard (null when the sample was not selected)."""
+"""Fixed columns in order. ``image_shard`` is the stage shard holding the rendered image; ``image_attempts``
+counts the renders regeneration needed and ``image_rejections`` lists each rejected render's failing checks
+("attempt 1: contrast"; null when the first render passed); ``accepted`` is true when every per-sample check
+passed; ``selected`` marks the samples balance exported (eligible: accepted and not a near-duplicate); ``shard`` is the
+exported training/test shard (null when the sample was not selected). ``report_attempts`` counts the drafts the
+verification loop needed, ``report_verified`` says whether the last one matched the plan, and
+``report_rejections`` lists each failed attempt's reasons ("attempt 1: missing: nodule (present, right)"; null
+when the first draft passed)."""
 
 FILTER_COLUMN = re.compile(r"^filter_[a-z0-9_]+_(score|verdict)$")
 
