@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-python", default="/work/peer-venvs/spacy/bin/python")
     ap.add_argument("--tools", default=",".join(TOOLS))
     ap.add_argument("--core", type=int, default=0, help="CPU core every worker is pinned to")
-    ap.add_argument("--out", default="bench/results/entities.md")
+    ap.add_argument("--out", default="bench/out/entities.md", help="Markdown tables are written here (copy them into BENCHMARKS.md)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--job", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
