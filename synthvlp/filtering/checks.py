@@ -7,25 +7,32 @@ Checks never drop a sample silently: a rejected sample keeps its row, with each 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from synthvlp.config import RunConfig
-from synthvlp.encoders import build_encoder
+from synthvlp.config import FilterSection, RunConfig
+from synthvlp.encoders import ImageEncoder, build_encoder
 from synthvlp.filtering.exemplars import bank_features, max_similarity
 from synthvlp.filtering.image_checks import DecodedBatch, decode_batch, image_scores, image_signatures
 from synthvlp.filtering.text_checks import text_scores
 
 
-def image_check_scores(config: RunConfig, batch: DecodedBatch, cache_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+@cache
+def _exemplar_bank(encoder_spec: str, folder: Path, cache_dir: Path) -> tuple[ImageEncoder, np.ndarray]:
+    """The encoder and the bank's features, built once per process: regeneration checks a unit several times,
+    and loading a Hugging Face encoder for every check would dominate the stage."""
+    encoder = build_encoder(encoder_spec)
+    return encoder, bank_features(folder, encoder, cache_dir)
+
+
+def image_check_scores(settings: FilterSection, batch: DecodedBatch, cache_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{check: (scores, passed)} for the image checks, the exemplar filter included when it is configured."""
-    settings = config.filter
     checks = image_scores(batch, settings)
     if settings.exemplar_dir is not None:
-        encoder = build_encoder(settings.exemplar_encoder)
-        bank = bank_features(settings.exemplar_dir, encoder, cache_dir)
+        encoder, bank = _exemplar_bank(settings.exemplar_encoder, Path(settings.exemplar_dir), Path(cache_dir))
         similarity = max_similarity(encoder.encode(batch.pixels), bank)
         checks["exemplar"] = (similarity, (similarity < settings.exemplar_threshold) & batch.ok)
     return checks
@@ -33,7 +40,7 @@ def image_check_scores(config: RunConfig, batch: DecodedBatch, cache_dir: Path) 
 
 def failed_image_checks(config: RunConfig, pngs: list[bytes], cache_dir: Path) -> list[list[str]]:
     """Per image, the names of the image checks it fails: what regeneration re-renders for."""
-    checks = image_check_scores(config, decode_batch(pngs, config.images.size), cache_dir)
+    checks = image_check_scores(config.filter, decode_batch(pngs, config.images.size), cache_dir)
     return [[name for name, (_, passed) in checks.items() if not passed[i]] for i in range(len(pngs))]
 
 
@@ -50,7 +57,7 @@ def check_samples(
     settings = config.filter
     ids = [r["id"] for r in rows]
     batch = decode_batch([images[k] for k in ids], config.images.size)
-    image_checks = image_check_scores(config, batch, cache_dir)
+    image_checks = image_check_scores(settings, batch, cache_dir)
     checks = image_checks | text_scores(rows, settings)
     advance(len(ids))
     columns: dict[str, object] = {"id": ids}

@@ -16,10 +16,9 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from synthvlp.config import FilterSection
-from synthvlp.encoders import build_encoder
 from synthvlp.errors import UserError
-from synthvlp.filtering.exemplars import bank_features, max_similarity
-from synthvlp.filtering.image_checks import DecodedBatch, image_scores
+from synthvlp.filtering.checks import image_check_scores
+from synthvlp.filtering.image_checks import DecodedBatch
 from synthvlp.filtering.text_checks import repeated_ngram_share
 from synthvlp.store import atomic_open
 
@@ -67,8 +66,6 @@ def filter_real_dataset(
         raise UserError(f"{csv_path}: missing column(s) {missing}; expected an image-path column {image_column!r} and a report column {text_column!r} (found {list(table.columns)})")
     paths = [Path(p) if Path(p).is_absolute() else csv_path.parent / p for p in table[image_column].astype(str)]
     texts = table[text_column].fillna("").astype(str).tolist()
-    encoder = build_encoder(settings.exemplar_encoder) if settings.exemplar_dir is not None else None
-    bank = bank_features(settings.exemplar_dir, encoder, cache_dir or out_dir / "cache") if encoder else None
     scores: dict[str, list[float]] = {}
     passed: dict[str, list[bool]] = {}
     problems: list[str | None] = []
@@ -76,10 +73,7 @@ def filter_real_dataset(
         loaded = [_load(p, size) for p in paths[start : start + BATCH]]
         pixels = np.stack([a if a is not None else np.zeros((size, size), np.float32) for a, _ in loaded])
         batch = DecodedBatch(pixels=pixels, ok=np.array([a is not None for a, _ in loaded]), problems=[why for _, why in loaded])
-        checks = image_scores(batch, settings)
-        if encoder is not None:
-            similarity = max_similarity(encoder.encode(pixels), bank)
-            checks["exemplar"] = (similarity, (similarity < settings.exemplar_threshold) & batch.ok)
+        checks = image_check_scores(settings, batch, cache_dir or out_dir / "cache")
         chunk = texts[start : start + BATCH]
         lengths = np.array([len(t.strip()) for t in chunk], dtype=np.float64)
         repeats = np.array([repeated_ngram_share(t) for t in chunk])
