@@ -105,7 +105,22 @@ class PlanSection(Section):
         return value
 
 
-class ReportsSection(Section):
+class ChatEndpointSection(Section):
+    """Where an OpenAI-compatible chat server is and how hard to push it (``synthvlp.chat_client``)."""
+
+    base_urls: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8000/v1"], min_length=1, description="OpenAI-compatible endpoints; requests are spread over all of them."
+    )
+    model: str = Field("default", description="Model name sent to the server ('default' takes the first one /v1/models lists).")
+    api_key_env: str = Field("SYNTHVLP_API_KEY", description="Environment variable holding the API key, if the server needs one.")
+    concurrency: int = Field(32, ge=1, le=4096, description="Requests in flight at once over all base URLs.")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
+    request_retries: int = Field(6, ge=0, description="Retries of one request on 429/5xx/timeouts/connection errors/malformed output.")
+    backoff_s: float = Field(0.5, gt=0, description="First retry delay; doubles per retry, with full jitter.")
+    backoff_max_s: float = Field(30.0, gt=0, description="Largest retry delay.")
+
+
+class ReportsSection(ChatEndpointSection):
     """How report text is written and verified (SynCXR step 3).
 
     Every backend's draft is re-read by the entity extractor; a report is accepted only when it states every
@@ -118,16 +133,6 @@ class ReportsSection(Section):
     max_retries: int = Field(3, ge=0, description="Rewrites after a draft fails verification (R); attempts and reasons go to the manifest.")
     prompts: Path = Field(Path("configs/prompts"), description="Folder with system.j2, user.j2 and optional examples.yaml (model backends).")
     few_shot: int = Field(2, ge=0, description="Worked examples from examples.yaml put before each request.")
-    base_urls: list[str] = Field(
-        default_factory=lambda: ["http://127.0.0.1:8000/v1"], min_length=1, description="OpenAI-compatible endpoints; requests are spread over all of them."
-    )
-    model: str = Field("default", description="Model name sent to the server ('default' takes the first one /v1/models lists).")
-    api_key_env: str = Field("SYNTHVLP_API_KEY", description="Environment variable holding the API key, if the server needs one.")
-    concurrency: int = Field(32, ge=1, le=4096, description="Requests in flight at once over all base URLs.")
-    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
-    request_retries: int = Field(6, ge=0, description="Retries of one request on 429/5xx/timeouts/connection errors/malformed output.")
-    backoff_s: float = Field(0.5, gt=0, description="First retry delay; doubles per retry, with full jitter.")
-    backoff_max_s: float = Field(30.0, gt=0, description="Largest retry delay.")
     structured_output: Literal["auto", "json_schema", "text"] = Field(
         "auto", description="'json_schema' makes the server enforce the FINDINGS/IMPRESSION schema; 'auto' falls back to plain text if the server refuses it."
     )
@@ -174,6 +179,21 @@ class ImagesSection(Section):
         return self
 
 
+class JudgeSection(ChatEndpointSection):
+    """The optional multimodal-LLM judge: a vision chat model on an OpenAI-compatible server passes or rejects
+    each image (``synthvlp/filtering/judge.py``)."""
+
+    prompt: str = Field(
+        "You review synthetic frontal chest X-rays made for training. Reject an image that is not a plausible "
+        "frontal chest radiograph (missing or implausible anatomy, artefacts, text) or that contradicts the report "
+        "when one is given. Answer as JSON: {\"verdict\": \"pass\" or \"reject\", \"reason\": \"...\"}.",
+        min_length=1, description="System prompt; it must ask for a pass/reject verdict.")
+    include_report: bool = Field(True, description="Send the sample's IMPRESSION beside the image, so the judge can check agreement.")
+    structured_output: Literal["auto", "json_schema", "text"] = Field("auto", description="'auto' asks for the JSON verdict schema and falls back to text if the server refuses it.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(128, ge=8, le=4096, description="Largest verdict completion.")
+
+
 class FilterSection(Section):
     """Thresholds of the quality checks; each sample records every check's score and verdict."""
 
@@ -190,6 +210,7 @@ class FilterSection(Section):
     duplicate_image_similarity: float | None = Field(0.999, gt=0.0, le=1.0, description="Reject images whose 16x16 thumbnail correlation with an earlier one reaches this; None disables.")
     regenerate: int = Field(2, ge=0, le=20, description="Re-render an image that fails an image check up to this many times, each with a new seed.")
     duplicate_report_jaccard: float | None = Field(None, gt=0.0, le=1.0, description="Reject reports whose word-3-gram Jaccard to an earlier one reaches this; None disables.")
+    judge: JudgeSection | None = Field(None, description="Multimodal-LLM judge on a vision chat server; None (the default) disables it.")
 
     @field_validator("exemplar_dir")
     @classmethod

@@ -265,7 +265,8 @@ class Runner:
         from synthvlp.generation.images import render_images
 
         cache = self.run_dir / "cache"
-        failing = failed_image_checks(self.config, [s["png"] for s in batch.samples], cache)
+        impressions = reports.column("impression").to_pylist()
+        failing = failed_image_checks(self.config, [s["png"] for s in batch.samples], cache, impressions)
         history = [[f"attempt 1: {', '.join(f)}"] if f else [] for f in failing]
         attempts = [1] * len(failing)
         todo = [i for i, f in enumerate(failing) if f]
@@ -274,7 +275,7 @@ class Runner:
             if not todo:
                 break
             redo = render_images(self.config, plan.take(todo), reports.take(todo), attempt=attempt)
-            failing = failed_image_checks(self.config, [s["png"] for s in redo.samples], cache)
+            failing = failed_image_checks(self.config, [s["png"] for s in redo.samples], cache, [impressions[i] for i in todo])
             for position, i in enumerate(todo):
                 batch.samples[i], rows[i], attempts[i] = redo.samples[position], redo.columns.slice(position, 1).to_pylist()[0], attempt + 1
                 if failing[position]:

@@ -135,8 +135,8 @@ def test_client_spreads_requests_over_base_urls_and_skips_one_cooling_down():
 
     settings = load_config(None, ["reports.backend=openai", "reports.base_urls=[http://a/v1, http://b/v1, http://c/v1]"]).reports
     writer = OpenAIWriter(settings)
-    picks = [writer._pick() for _ in range(6)]
+    picks = [writer.client.pick() for _ in range(6)]
     assert sorted(picks) == sorted(["http://a/v1", "http://b/v1", "http://c/v1"] * 2)
-    writer._in_flight["http://a/v1"] = 5
-    writer._cooldown["http://b/v1"] = time.monotonic() + 60
-    assert {writer._pick() for _ in range(4)} == {"http://c/v1"}
+    writer.client._in_flight["http://a/v1"] = 5
+    writer.client._cooldown["http://b/v1"] = time.monotonic() + 60
+    assert {writer.client.pick() for _ in range(4)} == {"http://c/v1"}

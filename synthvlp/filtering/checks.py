@@ -6,7 +6,7 @@ Checks never drop a sample silently: a rejected sample keeps its row, with each 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from synthvlp.config import FilterSection, RunConfig
 from synthvlp.encoders import ImageEncoder, build_encoder
 from synthvlp.filtering.exemplars import bank_features, max_similarity
 from synthvlp.filtering.image_checks import DecodedBatch, decode_batch, image_scores, image_signatures
+from synthvlp.filtering.judge import judge_images
 from synthvlp.filtering.text_checks import text_scores
 
 
@@ -28,19 +29,24 @@ def _exemplar_bank(encoder_spec: str, folder: Path, cache_dir: Path) -> tuple[Im
     return encoder, bank_features(folder, encoder, cache_dir)
 
 
-def image_check_scores(settings: FilterSection, batch: DecodedBatch, cache_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{check: (scores, passed)} for the image checks, the exemplar filter included when it is configured."""
+def image_check_scores(settings: FilterSection, batch: DecodedBatch, cache_dir: Path, texts: Sequence[str | None] | None = None,
+                       seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{check: (scores, passed)} for the image checks, with the exemplar filter and the LLM judge (shown ``texts``,
+    the reports) when they are configured. The judge's score is 1 for pass, 0 for reject."""
     checks = image_scores(batch, settings)
     if settings.exemplar_dir is not None:
         encoder, bank = _exemplar_bank(settings.exemplar_encoder, Path(settings.exemplar_dir), Path(cache_dir))
         similarity = max_similarity(encoder.encode(batch.pixels), bank)
         checks["exemplar"] = (similarity, (similarity < settings.exemplar_threshold) & batch.ok)
+    if settings.judge is not None:
+        passed, _ = judge_images(settings.judge, batch.pixels, texts, seed)
+        checks["judge"] = (passed.astype(np.float64), passed & batch.ok)
     return checks
 
 
-def failed_image_checks(config: RunConfig, pngs: list[bytes], cache_dir: Path) -> list[list[str]]:
+def failed_image_checks(config: RunConfig, pngs: list[bytes], cache_dir: Path, texts: Sequence[str | None] | None = None) -> list[list[str]]:
     """Per image, the names of the image checks it fails: what regeneration re-renders for."""
-    checks = image_check_scores(config.filter, decode_batch(pngs, config.images.size), cache_dir)
+    checks = image_check_scores(config.filter, decode_batch(pngs, config.images.size), cache_dir, texts, config.run.seed)
     return [[name for name, (_, passed) in checks.items() if not passed[i]] for i in range(len(pngs))]
 
 
@@ -57,7 +63,7 @@ def check_samples(
     settings = config.filter
     ids = [r["id"] for r in rows]
     batch = decode_batch([images[k] for k in ids], config.images.size)
-    image_checks = image_check_scores(settings, batch, cache_dir)
+    image_checks = image_check_scores(settings, batch, cache_dir, [r.get("impression") for r in rows], config.run.seed)
     checks = image_checks | text_scores(rows, settings)
     advance(len(ids))
     columns: dict[str, object] = {"id": ids}

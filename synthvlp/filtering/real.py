@@ -73,8 +73,8 @@ def filter_real_dataset(
         loaded = [_load(p, size) for p in paths[start : start + BATCH]]
         pixels = np.stack([a if a is not None else np.zeros((size, size), np.float32) for a, _ in loaded])
         batch = DecodedBatch(pixels=pixels, ok=np.array([a is not None for a, _ in loaded]), problems=[why for _, why in loaded])
-        checks = image_check_scores(settings, batch, cache_dir or out_dir / "cache")
         chunk = texts[start : start + BATCH]
+        checks = image_check_scores(settings, batch, cache_dir or out_dir / "cache", chunk)
         lengths = np.array([len(t.strip()) for t in chunk], dtype=np.float64)
         repeats = np.array([repeated_ngram_share(t) for t in chunk])
         checks["report_length"] = (lengths, (lengths >= settings.min_report_chars) & (lengths <= settings.max_report_chars))
