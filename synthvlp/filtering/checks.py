@@ -67,15 +67,24 @@ def check_samples(
     checks = image_checks | text_scores(rows, settings)
     advance(len(ids))
     columns: dict[str, object] = {"id": ids}
-    reasons: list[list[str]] = [[] for _ in ids]
     for name, (scores, passed) in checks.items():
         columns[f"filter_{name}_score"] = pa.array(scores, pa.float64())
         columns[f"filter_{name}_verdict"] = ["pass" if ok else "reject" for ok in passed]
+    reasons = reject_reasons(checks, set(image_checks), batch)
+    columns["accepted"] = [r is None for r in reasons]
+    columns["reject_reasons"] = reasons
+    return pa.table(columns), image_signatures(batch.pixels)
+
+
+def reject_reasons(checks: dict[str, tuple[np.ndarray, np.ndarray]], image_checks: set[str], batch: DecodedBatch) -> list[str | None]:
+    """Per sample, its failing checks joined with "; " (None when it passed them all).
+
+    An unreadable image fails every image check; its one image reason is why it is unreadable ("format: ...")."""
+    reasons: list[list[str]] = [[] for _ in batch.problems]
+    for name, (_, passed) in checks.items():
         for row in np.flatnonzero(~passed):
             if batch.ok[row] or name not in image_checks:
                 reasons[row].append(name)
-            elif name == "format":  # an unreadable image fails every image check; its one reason is why
+            elif name == "format":
                 reasons[row].append(f"format: {batch.problems[row]}")
-    columns["accepted"] = [not r for r in reasons]
-    columns["reject_reasons"] = ["; ".join(r) if r else None for r in reasons]
-    return pa.table(columns), image_signatures(batch.pixels)
+    return ["; ".join(r) if r else None for r in reasons]

@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from synthvlp.config import FilterSection
 from synthvlp.errors import UserError
-from synthvlp.filtering.checks import image_check_scores
+from synthvlp.filtering.checks import image_check_scores, reject_reasons
 from synthvlp.filtering.image_checks import DecodedBatch
 from synthvlp.filtering.text_checks import repeated_ngram_share
 from synthvlp.store import atomic_open
@@ -68,13 +68,14 @@ def filter_real_dataset(
     texts = table[text_column].fillna("").astype(str).tolist()
     scores: dict[str, list[float]] = {}
     passed: dict[str, list[bool]] = {}
-    problems: list[str | None] = []
+    reasons: list[str | None] = []
     for start in range(0, len(paths), BATCH):
         loaded = [_load(p, size) for p in paths[start : start + BATCH]]
         pixels = np.stack([a if a is not None else np.zeros((size, size), np.float32) for a, _ in loaded])
         batch = DecodedBatch(pixels=pixels, ok=np.array([a is not None for a, _ in loaded]), problems=[why for _, why in loaded])
         chunk = texts[start : start + BATCH]
         checks = image_check_scores(settings, batch, cache_dir or out_dir / "cache", chunk)
+        image_checks = set(checks)
         lengths = np.array([len(t.strip()) for t in chunk], dtype=np.float64)
         repeats = np.array([repeated_ngram_share(t) for t in chunk])
         checks["report_length"] = (lengths, (lengths >= settings.min_report_chars) & (lengths <= settings.max_report_chars))
@@ -82,14 +83,8 @@ def filter_real_dataset(
         for name, (values, ok) in checks.items():
             scores.setdefault(name, []).extend(values.tolist())
             passed.setdefault(name, []).extend(ok.tolist())
-        problems.extend(batch.problems)
+        reasons.extend(reject_reasons(checks, image_checks, batch))
         advance(len(chunk))
-    reasons = []
-    for row in range(len(paths)):
-        failed = [name for name in scores if not passed[name][row]]
-        if "format" in failed:  # an unreadable image fails every image check; its one reason is why it is unreadable
-            failed = [f"format: {problems[row]}"] + [n for n in failed if n in ("report_length", "repetition")]
-        reasons.append("; ".join(failed) if failed else None)
     verdicts = table.copy()
     verdicts[image_column] = [str(p.resolve()) for p in paths]
     for name in scores:
