@@ -131,7 +131,7 @@ class ReportsSection(ChatEndpointSection):
         "template", description="'template' needs no model; 'openai' talks to any OpenAI-compatible server (vLLM, synthvlp serve); 'transformers' runs a local model in-process."
     )
     max_retries: int = Field(3, ge=0, description="Rewrites after a draft fails verification (R); attempts and reasons go to the manifest.")
-    prompts: Path = Field(Path("configs/prompts"), description="Folder with system.j2, user.j2 and optional examples.yaml (model backends).")
+    prompts: Path | None = Field(None, description="Folder with system.j2, user.j2 and optional examples.yaml (model backends); None uses the packaged ones (synthvlp/generation/prompt_templates).")
     few_shot: int = Field(2, ge=0, description="Worked examples from examples.yaml put before each request.")
     structured_output: Literal["auto", "json_schema", "text"] = Field(
         "auto", description="'json_schema' makes the server enforce the FINDINGS/IMPRESSION schema; 'auto' falls back to plain text if the server refuses it."

@@ -140,3 +140,11 @@ def test_client_spreads_requests_over_base_urls_and_skips_one_cooling_down():
     writer.client._in_flight["http://a/v1"] = 5
     writer.client._cooldown["http://b/v1"] = time.monotonic() + 60
     assert {writer.client.pick() for _ in range(4)} == {"http://c/v1"}
+
+
+def test_packaged_prompts_load_from_any_working_directory(tmp_path, monkeypatch):
+    from synthvlp.generation.prompts import load_prompts
+
+    monkeypatch.chdir(tmp_path)
+    prompts = load_prompts(load_config(None, []).reports.prompts)
+    assert prompts.examples and "FINDINGS" in prompts.system.render(json=False).upper()

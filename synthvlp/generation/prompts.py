@@ -49,16 +49,20 @@ class PromptSet:
         return out
 
 
-def load_prompts(folder: Path) -> PromptSet:
-    """Read ``folder``; errors name the missing or broken file."""
+PACKAGED_PROMPTS = Path(__file__).parent / "prompt_templates"
+"""The default prompts, shipped inside the package so a run works from any working directory."""
+
+
+def load_prompts(folder: Path | None) -> PromptSet:
+    """Read ``folder`` (None: the packaged prompts); errors name the missing or broken file."""
     import jinja2
 
-    folder = Path(folder)
+    folder = Path(folder) if folder is not None else PACKAGED_PROMPTS
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)), undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
     templates = {}
     for name in ("system.j2", "user.j2"):
         if not (folder / name).is_file():
-            raise UserError(f"reports.prompts: {folder / name} not found; the folder needs system.j2 and user.j2 (see configs/prompts)")
+            raise UserError(f"reports.prompts: {folder / name} not found; the folder needs system.j2 and user.j2 (see synthvlp/generation/prompt_templates)")
         try:
             templates[name] = env.get_template(name)
         except jinja2.TemplateSyntaxError as exc:
