@@ -58,3 +58,42 @@ def test_changed_settings_start_afresh_instead_of_resuming(tmp_path):
     changed = train(_settings(epochs=1, lr=5e-4), shards, tmp_path / "run", seed=0, say=lambda s: None)
     assert (again.resumed_from, changed.resumed_from) == (2, 0)
     assert len(list((tmp_path / "run" / "state").iterdir())) == 1
+
+
+CHILD = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_pretrain_resume import _settings
+from synthvlp.pretrain.engine import train
+shards = sorted(Path({data!r}).glob('train-*.tar'))
+train(_settings(accumulate=2), shards, Path({out!r}), seed=3, advance=lambda n: time.sleep(0.3), say=lambda s: None)
+"""
+
+
+def test_sigkilled_training_process_resumes_to_the_same_weights(tmp_path):
+    """A real SIGKILL (no cleanup code runs) while the child is between checkpoints, then a resume in-process."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    shards = make_shards(tmp_path / "data", n_shards=2, per_shard=12)
+    full = train(_settings(accumulate=2), shards, tmp_path / "full", seed=3, say=lambda s: None)
+    script = CHILD.format(tests=str(Path(__file__).parent), data=str(tmp_path / "data"), out=str(tmp_path / "cut"))
+    child = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "cut").glob("state/*/step-00000004.pt")):
+        assert child.poll() is None, "the child finished or died before its step-4 state"
+        assert time.monotonic() < deadline, "no step-4 state within 240 s"
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert not (tmp_path / "cut" / "checkpoint.pt").exists()
+    resumed = train(_settings(accumulate=2), shards, tmp_path / "cut", seed=3, say=lambda s: None)
+    assert resumed.resumed_from >= 4 and resumed.steps == full.steps
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
