@@ -205,5 +205,8 @@ class Ledger:
         return self.record_path(stage, unit).exists()
 
     def _rel(self, path: Path) -> str:
-        return Path(path).resolve().relative_to(self.run_dir.resolve()).as_posix()
+        """Relative to the run folder (so a moved folder stays valid); absolute for inputs outside it, such as
+        a real corpus CSV or a benchmark folder."""
+        resolved, root = Path(path).resolve(), self.run_dir.resolve()
+        return resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else resolved.as_posix()
 

@@ -50,3 +50,22 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     torch.save(payload, path)
     with pytest.raises(UserError, match=r"missing keys \['logit_scale'\], unexpected keys \['surplus.weight'\]"):
         load_clip_checkpoint(path)
+
+
+def test_mixed_recipe_through_synthvlp_run(write_config, tmp_path):
+    """`synthvlp run` with pretrain.recipe=mixed trains on the run's synthetic shards plus a real CSV corpus."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from pretrain_helpers import make_csv
+
+    real = make_csv(tmp_path / "real", n=10)
+    config = load_config(write_config(pretrain={"recipe": "mixed", "mix": "concat", "real": {"csv": str(real)}}))
+    runner = Runner(config, prepare_run_folder(config), console=Console(record=True, width=200))
+    runner.run(["plan", "reports", "images", "filter", "balance", "pretrain"])
+    metrics = json.loads((runner.run_dir / "pretrain" / "metrics.json").read_text())
+    synthetic = int(runner.joined_parts().to_pandas().query("selected and split == 'train'").shape[0])
+    # one epoch of concat sees every synthetic and every real pair once, in full batches of 16
+    assert metrics["samples"] == (synthetic + 10) // 16 * 16 > synthetic // 16 * 16
