@@ -120,7 +120,9 @@ def models_list(ours: Annotated[bool, typer.Option("--ours", help="Only synthvlp
 @app.command(
     epilog=(
         "One process: synthvlp pretrain CONFIG. Several (one per GPU, or CPU processes over gloo): "
-        "torchrun --nproc_per_node 2 -m synthvlp.cli pretrain CONFIG. pretrain.batch_size is the global batch."
+        "torchrun --nproc_per_node 2 -m synthvlp.cli pretrain CONFIG. pretrain.batch_size is the global batch. "
+        "RaSD: synthvlp pretrain rasd RASD_CONFIG [overrides] (see configs/rasd-2d.yaml and docs/rasd.md); "
+        "torchrun works the same way."
     )
 )
 def pretrain(
@@ -129,12 +131,19 @@ def pretrain(
 ) -> None:
     """Pre-train a CLIP/ConVIRT or GLoRIA model as CONFIG's pretrain section says, into run.out_dir/pretrain.
 
+    With the word rasd first (synthvlp pretrain rasd RASD_CONFIG), pre-train a dense image encoder on randomized synthetic structures instead (RaSD), into the config's train.out_dir.
+
     Data: the run's exported shards (pretrain.recipe synthetic), a real CSV corpus (real) or both (mixed); see configs/recipes/.
 
     Resumable: rerun the same command after an interruption; it continues from the newest state in pretrain/state/ and ends with the weights an uninterrupted run would have.
 
     Writes checkpoint.pt (what the evaluate stage loads), log.csv and TensorBoard events.
     """
+    if str(config) == "rasd":
+        if not overrides:
+            raise UserError("pretrain rasd: give a RaSD config, e.g. synthvlp pretrain rasd configs/rasd-2d.yaml")
+        _pretrain_rasd(Path(overrides[0]), overrides[1:])
+        return
     import os
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -156,6 +165,27 @@ def pretrain(
             f"pretrain: {result.steps} steps, final loss {result.final_loss:.4f}, {result.samples_per_second:.1f} samples/s "
             f"on {result.world_size} process(es); {len(result.skipped_images)} unreadable image(s) skipped -> {run_dir / 'pretrain' / 'checkpoint.pt'}"
         )
+
+
+def _pretrain_rasd(config: Path, overrides: list[str]) -> None:
+    import os
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from synthvlp.pretrain.rasd_engine import train_rasd
+    from synthvlp.rasd import RaSDConfig
+    from synthvlp.runner import RateColumn
+
+    resolved = load_config(config, overrides, model=RaSDConfig)
+    main_process = os.environ.get("RANK", "0") == "0"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    columns = [TextColumn("rasd"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=not main_process) as progress:
+        task = progress.add_task("rasd", total=resolved.train.steps * resolved.stream.batch_size * world)
+        result = train_rasd(resolved, advance=lambda n: progress.advance(task, n), say=console.print)
+    if main_process:
+        console.print(f"pretrain rasd: {result.steps} steps, final loss {result.final_loss:.4f}, {result.samples_per_second:.1f} samples/s "
+                      f"on {result.world_size} process(es) -> {result.backbone}")
 
 
 entities_app = typer.Typer(help="The CXR entity vocabulary and extractor.", no_args_is_help=True)

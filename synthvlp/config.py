@@ -8,13 +8,14 @@ without a traceback.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from synthvlp.errors import ConfigError
 
+T = TypeVar("T", bound=BaseModel)
 STAGES: tuple[str, ...] = ("plan", "reports", "images", "filter", "balance", "pretrain", "evaluate")
 """Stage names in run order; the runner owns what each one does."""
 
@@ -376,8 +377,9 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return sorted(current.model_fields)
 
 
-def load_config(path: Path | str | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read, override and validate a run config; ``path=None`` starts from the embedded defaults."""
+def load_config(path: Path | str | None, overrides: list[str] | tuple[str, ...] = (), model: type[T] = RunConfig) -> T:
+    """Read, override and validate a run config (or another ``model``, e.g. a RaSD config); ``path=None``
+    starts from the embedded defaults."""
     source = str(path) if path is not None else "defaults"
     data = _read_yaml(Path(path)) if path is not None else {}
     for override in overrides:
@@ -385,9 +387,9 @@ def load_config(path: Path | str | None, overrides: list[str] | tuple[str, ...] 
     if overrides:
         source += " (with command-line overrides)"
     try:
-        return RunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        lines = [_describe(err, RunConfig) for err in exc.errors()]
+        lines = [_describe(err, model) for err in exc.errors()]
         raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(lines)) from None
 
 

@@ -15,8 +15,11 @@ COLUMNS = ("step", "epoch", "loss", "global_loss", "local_loss", "lr", "logit_sc
 
 
 class TrainLog:
-    def __init__(self, out_dir: Path, start_step: int, tensorboard: bool) -> None:
+    """One CSV row per step with ``columns``; all but the ``step`` and ``epoch`` counters also go to TensorBoard."""
+
+    def __init__(self, out_dir: Path, start_step: int, tensorboard: bool, columns: tuple[str, ...] = COLUMNS) -> None:
         self.path = out_dir / "log.csv"
+        self.columns = columns
         self.rows: list[dict[str, str]] = []
         if self.path.exists() and start_step > 0:
             with open(self.path, newline="") as handle:
@@ -28,14 +31,14 @@ class TrainLog:
             self.writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start_step)
 
     def add(self, **values: float) -> None:
-        self.rows.append({k: f"{values[k]:.6g}" if isinstance(values[k], float) else str(values[k]) for k in COLUMNS})
+        self.rows.append({k: f"{values[k]:.6g}" if isinstance(values[k], float) else str(values[k]) for k in self.columns})
         if self.writer is not None:
-            for name in COLUMNS[2:]:
+            for name in (c for c in self.columns if c not in ("step", "epoch")):
                 self.writer.add_scalar(f"train/{name}", values[name], values["step"])
 
     def flush(self) -> None:
         with atomic_open(self.path, "w") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=self.columns)
             writer.writeheader()
             writer.writerows(self.rows)
         if self.writer is not None:

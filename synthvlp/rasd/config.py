@@ -104,6 +104,21 @@ class BackboneConfig(_Section):
     channels: tuple[int, ...] = Field((32, 64, 128, 256), min_length=2, description="UNet channels per level.")
 
 
+class TrainConfig(_Section):
+    """``synthvlp pretrain rasd``: optimisation, checkpoints and where the run lives."""
+
+    out_dir: str = Field("runs/rasd", description="Run folder: state/, log.csv, backbone.pt (and encoder.pt for a clip backbone).")
+    steps: int = Field(1000, ge=1, description="Optimiser steps; each sees one buffered batch per process.")
+    lr: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(1e-5, ge=0)
+    warmup_steps: int = Field(50, ge=0, description="Linear warm-up, then cosine decay to 0.")
+    checkpoint_every: int = Field(100, ge=1, description="Write a resumable state every this many steps.")
+    keep_checkpoints: int = Field(2, ge=1)
+    threads: int = Field(2, ge=1, description="CPU threads per process.")
+    seed: int = Field(0, ge=0, description="Initial weights; synthesis is seeded by stream.seed (plus the process rank).")
+    tensorboard: bool = Field(True)
+
+
 class RaSDConfig(_Section):
     """The whole RaSD recipe; defaults reproduce the reference's 3D 128^3 setting."""
 
@@ -112,3 +127,4 @@ class RaSDConfig(_Section):
     stream: StreamConfig = Field(default_factory=StreamConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
