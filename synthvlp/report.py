@@ -53,7 +53,7 @@ def write_report(runner: Runner) -> Path:
         if "accepted" in table.column_names:
             lines += _filter_section(rows)
         if "selected" in table.column_names:
-            lines += _balance_section(rows, plots / "balance.png")
+            lines += _balance_section(rows, plots / "balance.png", run_dir / "parts" / "balance" / "targets.json", runner.config.balance)
     lines += _pretrain_section(run_dir / "pretrain", plots / "loss.png")
     lines += _evaluate_section(run_dir / "evaluate")
     path = run_dir / "report.md"
@@ -139,6 +139,11 @@ def _images_section(rows: list[dict], run_dir: Path, size: int) -> list[str]:
     lines = ["## Images", "", f"Renderer: {', '.join(Counter(r['image_generator'] for r in rows))}; {size}x{size} px; {len(rows)} images in {shards} shards."]
     if undrawable:
         lines.append("Findings drawn as a generic opacity (no dedicated drawing): " + ", ".join(f"{k} x{v}" for k, v in sorted(undrawable.items())))
+    warnings: Counter = Counter()  # e.g. impressions the diffusion tokenizer truncated
+    for path in sorted((run_dir / "parts" / "images").glob("warnings-*.json")):
+        warnings.update(json.loads(path.read_text()))
+    for message, count in sorted(warnings.items()):
+        lines.append(f"Warning: {message} ({count} images).")
     return lines + [""]
 
 
@@ -164,7 +169,7 @@ def _filter_section(rows: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def _balance_section(rows: list[dict], plot: Path) -> list[str]:
+def _balance_section(rows: list[dict], plot: Path, targets_path: Path, settings) -> list[str]:
     from synthvlp.entities.stats import long_tail
     from synthvlp.filtering.balance import sample_findings
 
@@ -180,6 +185,9 @@ def _balance_section(rows: list[dict], plot: Path) -> list[str]:
     positions = range(len(names))
     axis.bar([p - 0.2 for p in positions], [before[n] for n in names], width=0.4, label="accepted")
     axis.bar([p + 0.2 for p in positions], [after[n] for n in names], width=0.4, label="selected")
+    targets = json.loads(targets_path.read_text()) if targets_path.exists() else {}
+    if targets:
+        axis.scatter(list(positions), [targets.get(n, float("nan")) for n in names], marker="_", s=200, color="black", label="target", zorder=3)
     axis.set_xticks(list(positions), names, rotation=40, ha="right", fontsize=7)
     axis.set(ylabel="train samples", title="Findings before and after balancing")
     axis.legend()
@@ -196,6 +204,12 @@ def _balance_section(rows: list[dict], plot: Path) -> list[str]:
     for label, counts in (("accepted", before), ("selected", after)):
         m = long_tail(list(counts.values()))
         lines.append(f"| {label} | {m['gini']:.3f} | {m['normalised_entropy']:.3f} | {m['imbalance_ratio']:.2f} | {m['top10_share']:.3f} |")
+    if targets:
+        lines += ["", f"Target `{settings.target}` (the train split's count per finding that balancing aimed for):", "",
+                  "| finding | accepted | target | selected |", "|---|---|---|---|"]
+        lines += [f"| {n} | {before[n]} | {targets.get(n, float('nan')):.0f} | {after[n]} |" for n in names]
+    else:
+        lines += ["", "Balancing target `none`: every eligible sample is exported (set `balance.target` to flatten the tail)."]
     return lines + ["", f"![balance](plots/{plot.name})", ""]
 
 

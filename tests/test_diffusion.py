@@ -146,3 +146,17 @@ def test_config_requires_a_folder_and_a_size_divisible_by_8():
         load_config(None, ["images.backend=diffusers"])
     with pytest.raises(ConfigError, match="divisible by 8"):
         load_config(None, ["images.backend=diffusers", "images.diffusers.path=/x", "images.size=60"])
+
+
+def test_run_report_shows_the_stage_warnings(tmp_path):
+    import json
+
+    from synthvlp.report import _images_section
+
+    folder = tmp_path / "parts" / "images"
+    folder.mkdir(parents=True)
+    (folder / "warnings-000000.json").write_text(json.dumps({"impression truncated to the tokenizer's max length": 2}))
+    (folder / "warnings-000001.json").write_text(json.dumps({"impression truncated to the tokenizer's max length": 3}))
+    rows = [{"image_generator": "diffusers:tiny", "image_shard": "shard-000000.tar"}]
+    text = "\n".join(_images_section(rows, tmp_path, SIZE))
+    assert "Warning: impression truncated to the tokenizer's max length (5 images)." in text
