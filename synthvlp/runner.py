@@ -53,6 +53,10 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 }
 """Config sections each stage's output depends on (its own and its upstream stages')."""
 
+NOT_FINGERPRINTED: dict[str, tuple[str, ...]] = {"run": ("name", "out_dir"), "plan": ("source_corpus",)}
+"""Settings no stage output depends on (names, places, and the corpus only the run report compares with), so
+changing them with ``--force`` redoes nothing."""
+
 
 class RateColumn(ProgressColumn):
     """Items per second, which rich's byte-oriented speed column does not show."""
@@ -117,7 +121,8 @@ class Runner:
 
     def fingerprint(self, stage: str) -> str:
         plain = self.config.to_plain()
-        plain["run"] = {k: v for k, v in plain["run"].items() if k not in ("name", "out_dir")}
+        for section, keys in NOT_FINGERPRINTED.items():
+            plain[section] = {k: v for k, v in plain[section].items() if k not in keys}
         chosen = {name: plain[name] for name in STAGE_SECTIONS[stage]}
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 

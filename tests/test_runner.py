@@ -139,3 +139,14 @@ def test_deleted_run_folder_parts_are_rebuilt(write_config):
     again.run(("plan", "reports"))
     assert "reports unit-000000: parts/reports/part-000000.parquet is missing" in again.console.export_text()
     assert (runner.run_dir / "manifest.parquet").read_bytes() == before
+
+
+def test_names_places_and_the_comparison_corpus_do_not_change_fingerprints(tmp_path):
+    from synthvlp.runner import STAGE_SECTIONS
+
+    base = Runner(load_config(None, []), tmp_path / "a")
+    other = Runner(load_config(None, ["run.name=other", f"run.out_dir={tmp_path / 'b'}", "plan.source_corpus=corpus.csv"]), tmp_path / "b")
+    changed = Runner(load_config(None, ["plan.max_findings=3"]), tmp_path / "c")
+    for stage in STAGE_SECTIONS:
+        assert base.fingerprint(stage) == other.fingerprint(stage)
+        assert base.fingerprint(stage) != changed.fingerprint(stage)
