@@ -4,7 +4,8 @@ atomic checkpoints, exact resume, CSV and TensorBoard logs).
 Batches are synthesised on each process's device by its own ``BufferedSynthesizer`` (seeded ``stream.seed +
 rank``), so nothing is read from disk. Exact resume needs the synthesiser's state as well as the model's: each
 state file holds every rank's generator states and buffer, and a resumed run continues each rank's stream where
-it stopped, ending with the weights an uninterrupted run would have (``tests/test_rasd_engine.py``).
+it stopped, ending with the weights an uninterrupted run would have (``tests/test_rasd_engine.py``). With ``backbone.name: clip`` the trained image tower is also written as
+``encoder.pt`` (``synthvlp.models.save_image_encoder``), ready for ``pretrain.image_encoder``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from synthvlp.errors import UserError
+from synthvlp.models import save_image_encoder
 from synthvlp.pretrain import checkpoint
 from synthvlp.pretrain.distributed import World, all_reduce_flag, close_world, init_world
 from synthvlp.pretrain.engine import warmup_cosine
@@ -145,6 +147,9 @@ def _train(config: RaSDConfig, out_dir: Path, advance, say, world: World) -> RaS
     backbone = out_dir / "backbone.pt"
     if world.main:
         save_backbone(backbone, config, net, settings.steps)
+        if config.backbone.name == "clip":  # the tower alone, in the form pretrain.image_encoder loads
+            save_image_encoder(out_dir / "encoder.pt", config.backbone.clip_model, net.visual, source=f"rasd ({settings.steps} steps)")
+            say(f"pretrain rasd: image tower for pretrain.image_encoder -> {out_dir / 'encoder.pt'}")
         log.close()
     done = settings.steps - start
     return RaSDResult(settings.steps, last, seconds, done * config.stream.batch_size * world.size / max(seconds, 1e-9), start, world.size, backbone)

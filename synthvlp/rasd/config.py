@@ -95,9 +95,11 @@ class LossConfig(_Section):
 
 
 class BackboneConfig(_Section):
-    """The dense network pre-trained by RaSD: a MONAI SwinUNETR (the paper's) or UNet, 2D or 3D."""
+    """The dense network pre-trained by RaSD: a MONAI SwinUNETR (the paper's) or UNet, 2D or 3D, or (2D) the image
+    tower of an open_clip model config, which then initialises a MedVLP model (``pretrain.image_encoder``)."""
 
-    name: Literal["swinunetr", "unet"] = "swinunetr"
+    name: Literal["swinunetr", "unet", "clip"] = "swinunetr"
+    clip_model: str = Field("synthvlp-tiny", description="clip: the registered model config whose image tower is trained.")
     in_channels: int = Field(1, ge=1)
     out_channels: int = Field(32, ge=1, description="Feature channels the loss sees (32 in the paper).")
     feature_size: int = Field(48, ge=12, description="SwinUNETR embedding size (48 in the reference), multiple of 12.")
