@@ -9,6 +9,7 @@ from synthvlp.generation import phantom
 from synthvlp.generation.phantom.anatomy import build_body, draw_anatomy
 from synthvlp.generation.phantom.masks import box, decode_masks, encode_masks
 from synthvlp.generation.phantom.scene import read_scene
+from synthvlp.generation.phantom.shapes import ellipse, make_grid
 
 SIZE = 96
 
@@ -121,6 +122,16 @@ def test_undrawable_entity_becomes_an_opacity_and_is_listed():
     rendering = phantom.render([_entity("hiatal hernia", "left")], 64, np.random.default_rng(0))
     assert rendering.undrawable == ["hiatal hernia"]
     assert rendering.findings[0].mask.any()
+
+
+@pytest.mark.parametrize(("size", "angle"), [(48, 0.0), (96, 0.08), (257, -0.06)])
+def test_shapes_drawn_in_their_window_equal_the_whole_image_formula(size, angle):
+    """Small shapes are computed only in their bounding window: nothing may be cut off there, rotated or not."""
+    grid = make_grid(size, angle, (0.02, -0.01))
+    for cy, cx, ry, rx in [(0.5, 0.5, 0.1, 0.2), (0.03, 0.97, 0.03, 0.01), (1.05, 0.5, 0.2, 0.2), (0.4, 0.3, 0.004, 0.05)]:
+        radius = np.sqrt(((grid.y - cy) / ry) ** 2 + ((grid.x - cx) / rx) ** 2)
+        whole = np.clip((1.0 - radius) * min(ry, rx) / grid.pixel + 0.5, 0.0, 1.0)
+        np.testing.assert_allclose(ellipse(grid, cy, cx, ry, rx), whole, atol=1e-4)
 
 
 @pytest.mark.parametrize("count", [0, 3, 12])

@@ -73,17 +73,6 @@ def _sample(row: dict, png: bytes, meta: dict) -> dict[str, bytes | str]:
 
 
 def _render_phantom(config: RunConfig, rows: list[dict], advance: Callable[[int], None]) -> ImageBatch:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one image's torch ops are too small to split; on busy cores threads made it ~10x slower
-    try:
-        return _render_phantom_rows(config, rows, advance)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _render_phantom_rows(config: RunConfig, rows: list[dict], advance: Callable[[int], None]) -> ImageBatch:
     from synthvlp.generation import phantom
     from synthvlp.generation.phantom.masks import encode_masks
 

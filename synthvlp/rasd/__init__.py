@@ -3,7 +3,7 @@
 A core-level subpackage: label maps from warped random fields (``fields``), SynthSeg-style appearance
 (``appearance``), on-the-fly streams (``stream``), the prototype-disentangling loss (``loss``) and MONAI
 backbones (``backbones``, MONAI imported only when one is built). It imports
-nothing from the stages, so pre-training and the phantom renderer can both use it.
+nothing from the stages, so any stage can use it.
 """
 
 from synthvlp.rasd.appearance import RandAppearance

@@ -20,7 +20,8 @@ FWHM_PER_SIGMA = 2 * math.sqrt(2 * math.log(2))
 class RandAppearance:
     """Turns a (B, 1, *spatial) integer label map or float image (2D or 3D) into a float image in [0, 1].
 
-    Owns its ``torch.Generator``; reusable on any label map, e.g. by a phantom renderer on 2D images.
+    Owns its ``torch.Generator``; reusable on any label map or intensity image, 2D or 3D (the phantom renderer
+    applies the same chain and ranges in NumPy, because one small image is below torch's per-call overhead).
     """
 
     def __init__(

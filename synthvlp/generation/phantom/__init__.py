@@ -17,6 +17,7 @@ from synthvlp.generation.phantom.appearance import randomise
 from synthvlp.generation.phantom.composite import compose
 from synthvlp.generation.phantom.findings import draw
 from synthvlp.generation.phantom.masks import box
+from synthvlp.generation.phantom.memory import keep_heap
 from synthvlp.generation.phantom.scene import read_scene
 
 NAME = "phantom"
@@ -46,6 +47,7 @@ def render(entities: list[dict], size: int, rng: np.random.Generator, report_tex
     ``report_text`` lends severity words ("large effusion") to the drawing. Anatomy, pose, each finding and the
     appearance draw from separate children of ``rng``, so adding a finding leaves everything else unchanged.
     """
+    keep_heap()
     scene = read_scene(entities, report_text)
     anatomy_rng, pose_rng, findings_rng, appearance_rng = rng.spawn(4)
     body = build_body(draw_anatomy(scene, anatomy_rng), size, pose_rng)

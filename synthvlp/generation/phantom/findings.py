@@ -15,7 +15,9 @@ import numpy as np
 
 from synthvlp.generation.phantom.anatomy import SIGN, Body
 from synthvlp.generation.phantom.scene import Finding
-from synthvlp.generation.phantom.shapes import band, ellipse, polyline_distance, ramp, smooth_noise
+from synthvlp.generation.phantom.shapes import (
+    band, distance, ellipse, falloff, fraction, polyline_distance, power, ramp, smooth_noise,
+)  # fmt: skip
 
 LATERAL = frozenset({
     "pleural effusion", "pneumothorax", "consolidation", "atelectasis", "nodule", "mass", "opacity", "fracture",
@@ -104,13 +106,13 @@ def _consolidation(body: Body, side: str, severity: int, rng: np.random.Generato
     else:  # patchy
         cy, cx = body.lung_point(side, 0.3 + 0.4 * rng.random(), 0.35 + 0.4 * rng.random())
         radius = (0.06, 0.08, 0.11)[severity] * (1.0 + 0.35 * smooth_noise(rng, size, 9))  # ragged edge
-        region = ramp(radius - np.hypot(grid.y - cy, (grid.x - cx) * 1.2), grid.pixel)
+        region = ramp(radius - distance(grid.y - cy, (grid.x - cx) * 1.2), grid.pixel)
     region = region * lung
     opacify = 0.9 * region
     if bronchograms:
         hy, hx = a.hilum(side)
         theta = np.arctan2(grid.y - hy, np.abs(grid.x - hx))
-        tubes = (0.5 + 0.5 * np.cos(theta * 28.0 + 3.0 * smooth_noise(rng, size, 6))) ** 40
+        tubes = power(0.5 + 0.5 * np.cos(theta * 28.0 + 3.0 * smooth_noise(rng, size, 6)), 40.0)
         opacify = opacify * (1.0 - 0.5 * tubes)
     return Effect(shape=region, opacify=opacify, density=0.25 * a.density["organ"] * region, no_markings=region)
 
@@ -129,12 +131,12 @@ def _edema(body: Body, side: str, severity: int, rng: np.random.Generator) -> Ef
     sigma = 0.09 + 0.03 * severity + 0.02 * rng.random()
     lung = np.maximum(body.lungs["right"], body.lungs["left"])
     radius2 = np.minimum(*(((grid.y - a.hilum(s)[0]) ** 2 + (grid.x - a.hilum(s)[1]) ** 2) for s in ("right", "left")))
-    haze = lung * np.exp(-radius2 / (2 * sigma**2))
+    haze = lung * falloff(radius2, sigma)
     v = np.clip((grid.y - a.apex) / a.height, 0.0, 1.0)
     lateral = np.maximum(_lateral_fraction(body, "right"), _lateral_fraction(body, "left"))
     basal = lung * ramp((lateral - 0.8) * a.half_width, grid.pixel) * ramp((v - 0.6) * a.height, grid.pixel)
     period = 0.016 + 0.006 * rng.random()
-    lines = band((grid.y % period) - period / 2, max(0.0025, grid.pixel * 0.6), grid.pixel) * basal
+    lines = band(period * fraction(grid.y / period) - period / 2, max(0.0025, grid.pixel * 0.6), grid.pixel) * basal
     shape = np.maximum(ramp((haze - 0.35) * sigma, grid.pixel), basal)
     return Effect(shape=shape, opacify=0.6 * haze, density=a.density["organ"] * (0.15 * haze + 0.25 * lines))
 
