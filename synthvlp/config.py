@@ -19,11 +19,24 @@ T = TypeVar("T", bound=BaseModel)
 STAGES: tuple[str, ...] = ("plan", "reports", "images", "filter", "balance", "pretrain", "evaluate")
 """Stage names in run order; the runner owns what each one does."""
 
+NOT_FINGERPRINTED: dict[str, tuple[str, ...]] = {"run": ("name", "out_dir", "executor", "ray"), "plan": ("source_corpus",)}
+"""Settings no stage output depends on (names, places, where units execute, and the corpus only the run report
+compares with): changing them redoes nothing, and a run folder accepts them without --force."""
+
 
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors, values are checked on assignment too."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class RaySection(Section):
+    """Where and how wide the per-unit stages run under ``run.executor: ray`` (``synthvlp/executors.py``)."""
+
+    address: str | None = Field(None, description="Ray cluster to join ('auto': the one on this node, or 'ray://host:10001'); None joins $RAY_ADDRESS or starts a local instance.")
+    actors: int = Field(2, ge=1, description="Actors per stage; each builds its own runner, so models load once per actor, not per unit.")
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs each actor reserves.")
+    images_gpus_per_actor: float = Field(0.0, ge=0, description="GPUs each images-stage actor reserves (1 for the diffusers backend on a GPU); other stages reserve none.")
 
 
 class RunSection(Section):
@@ -35,6 +48,10 @@ class RunSection(Section):
     n_samples: int = Field(2000, ge=1, description="Number of synthetic image-report pairs to plan.")
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of samples held out for evaluation.")
     shard_size: int = Field(1000, ge=1, description="Samples per WebDataset shard (the unit of resuming).")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="Where per-unit stages (plan, reports, images, filter) run: 'local' in this process, 'ray' on a Ray actor pool (run.ray); outputs are identical."
+    )
+    ray: RaySection = Field(default_factory=RaySection)
 
 
 class PlanSection(Section):
@@ -391,6 +408,12 @@ def load_config(path: Path | str | None, overrides: list[str] | tuple[str, ...] 
     except ValidationError as exc:
         lines = [_describe(err, model) for err in exc.errors()]
         raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(lines)) from None
+
+
+def output_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``diff_configs`` without the settings in ``NOT_FINGERPRINTED``: the differences that change outputs."""
+    ignored = tuple(f"{section}.{key}" for section, keys in NOT_FINGERPRINTED.items() for key in keys)
+    return [line for line in diff_configs(old, new) if not line.split(":")[0].startswith(ignored)]
 
 
 def diff_configs(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

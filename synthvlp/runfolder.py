@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from synthvlp import __version__
-from synthvlp.config import RunConfig, diff_configs, dump_yaml
+from synthvlp.config import RunConfig, dump_yaml, output_differences
 from synthvlp.errors import RunFolderError, UserError
 from synthvlp.store import write_text_atomic
 
@@ -52,7 +52,7 @@ def prepare_run_folder(config: RunConfig, force: bool = False) -> Path:
             old = yaml.safe_load(existing.read_text())
         except yaml.YAMLError:
             raise RunFolderError(f"{existing}: unreadable; delete it or pass --force to overwrite") from None
-        differences = diff_configs(old or {}, config.to_plain())
+        differences = output_differences(old or {}, config.to_plain())
         if differences and not force:
             shown = "\n  ".join(differences[:20])
             raise RunFolderError(

@@ -35,8 +35,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from synthvlp import schema
-from synthvlp.config import STAGES, RunConfig
+from synthvlp.config import NOT_FINGERPRINTED, STAGES, RunConfig
 from synthvlp.errors import UserError
+from synthvlp.executors import execute_units
 from synthvlp.store import Ledger, atomic_open, read_shard, sweep_stale_temp, write_shard, write_text_atomic
 
 PER_UNIT_STAGES = ("plan", "reports", "images", "filter")
@@ -53,9 +54,6 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 }
 """Config sections each stage's output depends on (its own and its upstream stages')."""
 
-NOT_FINGERPRINTED: dict[str, tuple[str, ...]] = {"run": ("name", "out_dir"), "plan": ("source_corpus",)}
-"""Settings no stage output depends on (names, places, and the corpus only the run report compares with), so
-changing them with ``--force`` redoes nothing."""
 
 
 class RateColumn(ProgressColumn):
@@ -163,12 +161,12 @@ class Runner:
         if not todo:
             self.console.print(f"{stage}: all {skipped} units already done")
             return
+        for unit in todo:
+            missing = [p for p in self._inputs(stage, unit) if not p.exists()]
+            if missing:
+                raise UserError(f"{stage} needs {missing[0]} (from an earlier stage); run the earlier stages first")
         with self._progress(stage, sum(u.size for u in todo)) as advance:
-            for unit in todo:
-                missing = [p for p in self._inputs(stage, unit) if not p.exists()]
-                if missing:
-                    raise UserError(f"{stage} needs {missing[0]} (from an earlier stage); run the earlier stages first")
-                outputs = getattr(self, f"_{stage}_unit")(unit, advance)
+            for unit, outputs in execute_units(self, stage, todo, advance):
                 self.ledger.commit(stage, unit.name, fingerprint, self._inputs(stage, unit), outputs)
         if skipped:
             self.console.print(f"{stage}: resumed, {skipped} units were already done")
@@ -413,26 +411,48 @@ class Runner:
         return [out / "checkpoint.pt", out / "log.csv", metrics]
 
     def _evaluate_global(self) -> list[Path]:
-        from synthvlp.evaluation.zeroshot import load_labelled_images, plot_roc, score_classes, zero_shot_probabilities
+        """Zero-shot tables on the synthetic test split and every configured benchmark, then ``results.md``."""
+        import shutil
+
+        from synthvlp.evaluation.benchmarks import load_benchmark
+        from synthvlp.evaluation.harness import LoadedModel, evaluate_set, probe_set, write_results
         from synthvlp.models import load_clip_checkpoint
 
-        classes = self.config.evaluate.classes or self.config.plan.findings
+        settings = self.config.evaluate
+        classes = settings.classes or self.config.plan.findings
         out = self.run_dir / "evaluate"
-        model, preprocess, tokenizer = load_clip_checkpoint(self.run_dir / "pretrain" / "checkpoint.pt")
-        images, labels = load_labelled_images(self.dataset_shards("test"), preprocess, classes)
-        if images.shape[0] == 0:
+        loaded = LoadedModel(*load_clip_checkpoint(self.run_dir / "pretrain" / "checkpoint.pt"))
+        test_shards = self.dataset_shards("test")
+        if not test_shards:
             raise UserError("evaluate: the test split is empty; raise run.test_fraction or run.n_samples")
-        probabilities = zero_shot_probabilities(model, tokenizer, images, classes)
-        results = score_classes(probabilities, labels, classes, self.config.evaluate.bootstrap, seed=self.config.run.seed)
-        table = pa.Table.from_pylist([r.__dict__ for r in results])
-        csv_path = out / "zeroshot.csv"
-        with atomic_open(csv_path, "wb") as handle:
-            import pyarrow.csv as pacsv
+        sets = [("synthetic-test", None)]  # (title, BenchmarkSpec or None for our own test split)
+        skipped = []
+        for spec in settings.benchmarks:
+            title = spec.title or spec.name
+            if not spec.path.exists():
+                if not spec.optional:
+                    raise UserError(f"evaluate.benchmarks: {title}: {spec.path} not found")
+                skipped.append(f"{title}: {spec.path} absent")
+                continue
+            sets.append((title, spec))
+        for stale in {p.name for p in out.iterdir() if p.is_dir()} - {title for title, _ in sets} if out.is_dir() else ():
+            shutil.rmtree(out / stale)  # a benchmark dropped from the config leaves no stale table behind
+        written = []
+        for title, spec in sets:
+            whole = load_benchmark("shards", test_shards, classes=classes) if spec is None else load_benchmark(spec.name, spec.path)
+            labelled = whole.only_split(spec.split) if spec is not None and spec.split is not None else whole
+            with self._progress(f"evaluate {title}", len(labelled)) as advance:
+                written += evaluate_set(loaded, labelled, classes, settings, out / title, seed=self.config.run.seed, advance=advance)
+            (out / title / "finetune.csv").unlink(missing_ok=True)
+            if spec is not None and spec.linear_probe:
+                self.console.print(f"evaluate {title}: linear probe at {settings.finetune_fractions} of the train split, seeds {settings.finetune_seeds}")
+                written += probe_set(loaded, whole, classes, settings, out / title)
+        written.append(self._write_json(out / "skipped.json", skipped))
+        return [*written, write_results(out, f"Evaluation of {self.config.run.name}")]
 
-            pacsv.write_csv(table, handle)
-        roc = out / "roc.png"
-        plot_roc(probabilities, labels, classes, roc)
-        return [csv_path, roc]
+    def _write_json(self, path: Path, payload: object) -> Path:
+        write_text_atomic(path, json.dumps(payload, indent=1, sort_keys=True))
+        return path
 
 
 def _append_columns(table: pa.Table, columns: pa.Table, stage: str) -> pa.Table:

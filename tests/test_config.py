@@ -23,7 +23,7 @@ def test_overrides_are_parsed_as_yaml_values():
 @pytest.mark.parametrize(
     ("yaml_text", "expected"),
     [
-        ("run:\n  n_sampels: 5\n", "run.n_sampels: unknown key; expected one of: n_samples"),
+        ("run:\n  n_sampels: 5\n", "run.n_sampels: unknown key; expected one of: executor, n_samples"),
         ("run:\n  n_samples: many\n", "run.n_samples = 'many'"),
         ("run:\n  test_fraction: 1.5\n", "run.test_fraction = 1.5: Input should be less than 1"),
         ("plan:\n  min_findings: 3\n  max_findings: 1\n", "min_findings (3) must not exceed max_findings (1)"),
