@@ -316,6 +316,145 @@ def serve(
         raise UserError(f"--engine {engine!r}: use 'transformers' or 'vllm'")
 
 
+@app.command(
+    epilog=(
+        "Example: synthvlp evaluate runs/quickstart/pretrain/checkpoint.pt --benchmark nih --data ../shared/data/nih-dev-64 "
+        "--out runs/quickstart/eval-nih. Benchmarks: chexpert, chexpert-5x200, nih, rsna, siim, covidx, padchest, ms-cxr, "
+        "vindr, generic, shards (see docs/evaluation.md for the files each expects)."
+    )
+)
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="checkpoint.pt written by the pretrain stage.", show_default=False)],
+    benchmark: Annotated[str, typer.Option(help="Benchmark adapter name.", show_default=False)],
+    data: Annotated[Path, typer.Option(help="The benchmark's folder or label file, as published.", show_default=False)],
+    out: Annotated[Path | None, typer.Option(help="Output folder; default: evaluate-<benchmark> beside the checkpoint.")] = None,
+    split: Annotated[str | None, typer.Option(help="Evaluate one split of the benchmark only (e.g. test).")] = None,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated classes; default: every class the benchmark labels except 'no finding'.")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CIs.")] = 200,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+) -> None:
+    """Zero-shot classification of a checkpoint on a real benchmark: results.md, zeroshot.csv with 95% CIs, ROC curves.
+
+    Images the label file lists but the folder lacks are counted, reported and left out; a class without positive or negative images is NaN with a note.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from synthvlp.config import EvaluateSection
+    from synthvlp.evaluation.benchmarks import load_benchmark
+    from synthvlp.evaluation.harness import LoadedModel, evaluate_set, write_results
+    from synthvlp.models import load_clip_checkpoint
+
+    loaded = LoadedModel(*load_clip_checkpoint(checkpoint))
+    if not data.exists():
+        raise UserError(f"--data {data}: not found")
+    labelled = load_benchmark(benchmark, data)
+    if split is not None:
+        labelled = labelled.only_split(split)
+    wanted = [c.strip() for c in classes.split(",") if c.strip()] if classes else [c for c in labelled.classes if c != "no finding"]
+    out = out or checkpoint.parent / f"evaluate-{benchmark}"
+    settings = EvaluateSection(bootstrap=bootstrap)
+    with Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("evaluate", total=len(labelled))
+        evaluate_set(loaded, labelled, wanted, settings, out / benchmark, seed=seed, advance=lambda n: progress.advance(task, n))
+    console.print(f"results: {write_results(out, f'Evaluation of {checkpoint}')}")
+
+
+def _numbers(text: str, kind: type) -> list:
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{text!r}: expected comma-separated numbers, e.g. 0.01,0.1,1") from None
+
+
+@app.command(
+    epilog=(
+        "Examples: synthvlp finetune runs/quickstart/pretrain/checkpoint.pt --benchmark nih --data ../shared/data/nih-dev-64; "
+        "synthvlp finetune runs/rasd-2d/encoder.pt --protocol segmentation --data ../shared/data/covid-lungs/index.csv --fractions 0.1,1"
+    )
+)
+def finetune(
+    checkpoint: Annotated[Path, typer.Argument(help="checkpoint.pt of the pretrain stage (or, for segmentation, an image-encoder .pt).", show_default=False)],
+    data: Annotated[Path, typer.Option(help="The benchmark's folder or label file; for segmentation a CSV of image and mask paths.", show_default=False)],
+    benchmark: Annotated[str, typer.Option(help="Benchmark adapter (classification protocols).")] = "generic",
+    protocol: Annotated[str, typer.Option(help="linear-probe, full (the image tower fine-tuned end to end) or segmentation (U-Net on the image tower).")] = "linear-probe",
+    fractions: Annotated[str, typer.Option(help="Comma-separated label fractions of the training split.")] = "0.01,0.1,1",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds; tables give a 95% t-interval over them.")] = "0,1,2",
+    classes: Annotated[str | None, typer.Option(help="Comma-separated classes; default: every class the benchmark labels except 'no finding'.")] = None,
+    epochs: Annotated[int, typer.Option(help="Epochs of full or segmentation fine-tuning.")] = 3,
+    test_fraction: Annotated[float, typer.Option(help="segmentation: share of the images held out for testing (fixed split, seed 0).")] = 0.3,
+    out: Annotated[Path | None, typer.Option(help="Output folder; default: finetune-<protocol> beside the checkpoint.")] = None,
+) -> None:
+    """Label-efficiency protocols on real data: linear probe or full fine-tuning at 1/10/100% of the training labels (AUC), or segmentation with the image tower in a U-Net, pretrained vs from scratch (Dice).
+
+    Classification uses the benchmark's train and test splits; patients are never split between subsets. Writes <out>/<benchmark>/finetune.csv or segmentation.csv and <out>/finetune.md.
+    """
+    from synthvlp.evaluation.harness import finetune_markdown, write_finetune
+    from synthvlp.store import write_text_atomic
+
+    fraction_list, seed_list = _numbers(fractions, float), _numbers(seeds, int)
+    out = out or checkpoint.parent / f"finetune-{protocol}"
+    if not data.exists():
+        raise UserError(f"--data {data}: not found")
+    if protocol == "segmentation":
+        import numpy as np
+
+        from synthvlp.evaluation.segmentation import EncoderSource, finetune_segmentation, input_size
+        from synthvlp.rasd.downstream import load_segmentation_csv
+
+        source = EncoderSource.from_checkpoint(checkpoint)
+        images = load_segmentation_csv(data, input_size(source.visual)[0])
+        order = np.random.default_rng(0).permutation(len(images.images))
+        cut = max(1, int(round(test_fraction * len(order))))
+        rows = finetune_segmentation(source, images.subset(np.sort(order[cut:])), images.subset(np.sort(order[:cut])), fraction_list, seed_list,
+                                     epochs=epochs, say=console.print)
+        folder, name = out / data.parent.name, "segmentation"
+    elif protocol in ("linear-probe", "full"):
+        from synthvlp.evaluation.benchmarks import load_benchmark
+        from synthvlp.evaluation.finetune import full_finetune, linear_probe
+        from synthvlp.evaluation.harness import restrict_classes
+        from synthvlp.models import load_clip_checkpoint
+
+        model, preprocess, _ = load_clip_checkpoint(checkpoint)
+        labelled = load_benchmark(benchmark, data)
+        wanted = [c.strip() for c in classes.split(",") if c.strip()] if classes else [c for c in labelled.classes if c != "no finding"]
+        labelled, _ = restrict_classes(labelled, wanted)
+        if labelled.split is None or not {"train", "test"} <= set(labelled.split):
+            raise UserError(f"{benchmark} at {data}: fine-tuning needs train and test splits, and this set has {sorted(set(labelled.split or []))}")
+        train, test = labelled.only_split("train"), labelled.only_split("test")
+        run = linear_probe if protocol == "linear-probe" else full_finetune
+        extra = {} if protocol == "linear-probe" else {"epochs": epochs}
+        rows = run(model, preprocess, train, test, fraction_list, seed_list, say=console.print, **extra)
+        folder, name = out / benchmark, "finetune"
+    else:
+        raise UserError(f"--protocol {protocol!r}: use linear-probe, full or segmentation")
+    write_finetune(rows, folder, name)
+    path = out / "finetune.md"
+    write_text_atomic(path, "\n".join([f"# Fine-tuning {checkpoint}", "", *finetune_markdown(folder)]) + "\n")
+    console.print(f"results: {path}")
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (their evaluate/) or folders written by synthvlp evaluate.", show_default=False)],
+    out: Annotated[Path | None, typer.Option(help="Also write the tables as Markdown to this file.")] = None,
+) -> None:
+    """Zero-shot AUC of several runs side by side, one table per benchmark (e.g. real vs synthetic vs mixed)."""
+    from synthvlp.evaluation.compare import compare_runs, tables_markdown
+    from synthvlp.store import write_text_atomic
+
+    tables = compare_runs(runs)
+    for benchmark, rows in tables.items():
+        table = Table(title=f"{benchmark}: zero-shot AUC (95% CI)")
+        for column in rows[0]:
+            table.add_column(column)
+        for row in rows[1:]:
+            table.add_row(*row)
+        Console().print(table)
+    if out is not None:
+        write_text_atomic(out, tables_markdown(tables))
+        console.print(f"written {out}")
+
+
 @app.command()
 def version() -> None:
     """Print the synthvlp version."""

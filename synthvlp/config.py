@@ -309,11 +309,44 @@ class PretrainSection(Section):
         return self
 
 
+POSITIVE_PROMPTS: tuple[str, ...] = ("There is {name}.", "Findings consistent with {name}.", "{name} is present.")
+NEGATIVE_PROMPTS: tuple[str, ...] = ("There is no {name}.", "No evidence of {name}.", "No {name}.")
+"""Default zero-shot prompt ensembles (CheXzero's positive/negative pair, a few phrasings each)."""
+
+
+class BenchmarkSpec(Section):
+    """One real benchmark to evaluate on, read by its adapter (``synthvlp.evaluation.benchmarks``)."""
+
+    name: str = Field(..., description="Adapter name: chexpert, chexpert-5x200, nih, rsna, siim, covidx, padchest, ms-cxr, vindr, generic, shards.")
+    path: Path = Field(..., description="The benchmark's folder or label file, as published; relative paths are from the CWD.")
+    split: str | None = Field(None, description="Evaluate only this split of the benchmark (None: every image).")
+    optional: bool = Field(False, description="Skip with a note, instead of failing, when the path is absent.")
+    title: str | None = Field(None, description="Name in the tables; defaults to the adapter name.")
+    linear_probe: bool = Field(False, description="Also fit a linear probe on the benchmark's train split and score its test split (at evaluate.finetune_fractions).")
+
+
 class EvaluateSection(Section):
-    """Zero-shot evaluation on the held-out synthetic split."""
+    """Zero-shot evaluation on the held-out synthetic split, plus any real benchmarks listed."""
 
     classes: list[str] | None = Field(None, description="Findings to score; None means plan.findings.")
     bootstrap: int = Field(200, ge=0, description="Bootstrap resamples for 95% confidence intervals (0 disables).")
+    positive_prompts: list[str] = Field(default_factory=lambda: list(POSITIVE_PROMPTS), min_length=1,
+                                        description="Prompt ensemble for 'class present'; {name} is the class.")
+    negative_prompts: list[str] = Field(default_factory=lambda: list(NEGATIVE_PROMPTS), min_length=1,
+                                        description="Prompt ensemble for 'class absent'; {name} is the class.")
+    benchmarks: list[BenchmarkSpec] = Field(default_factory=list, description="Real benchmarks evaluated beside the synthetic test split.")
+    grounding: bool = Field(True, description="Score zero-shot grounding wherever a set has regions: phantom masks on the synthetic split, boxes or masks on real benchmarks.")
+    overlays: int = Field(8, ge=0, description="Grounding heat-map overlays drawn per benchmark.")
+    finetune_fractions: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0], min_length=1, description="Label fractions of the linear probe (1%, 10%, 100%).")
+    finetune_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="Seeds of the probe's training subsets; tables give a 95% t-interval over them.")
+
+    @field_validator("positive_prompts", "negative_prompts")
+    @classmethod
+    def _has_name(cls, prompts: list[str]) -> list[str]:
+        for prompt in prompts:
+            if "{name}" not in prompt:
+                raise ValueError(f"prompt {prompt!r} has no {{name}} placeholder for the class")
+        return prompts
 
 
 class RunConfig(Section):

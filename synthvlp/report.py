@@ -239,18 +239,12 @@ def _pretrain_section(folder: Path, plot: Path) -> list[str]:
 
 
 def _evaluate_section(folder: Path) -> list[str]:
-    results = folder / "zeroshot.csv"
-    if not results.exists():
+    from synthvlp.evaluation.harness import benchmark_folders, results_markdown
+
+    if not benchmark_folders(folder):
         return []
-    with open(results, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    lines = ["## Zero-shot classification (synthetic test split)", "", "| class | positives | negatives | AUC | 95% CI | note |", "|---|---|---|---|---|---|"]
-    aucs = []
-    for r in rows:
-        auc = float(r["auc"])
-        if auc == auc:
-            aucs.append(auc)
-        lines.append(f"| {r['name']} | {r['positives']} | {r['negatives']} | {auc:.3f} | {float(r['ci_low']):.3f}-{float(r['ci_high']):.3f} | {r['note']} |")
-    if aucs:
-        lines += ["", f"Mean AUC over {len(aucs)} classes: {sum(aucs) / len(aucs):.3f}."]
-    return lines + ["", "![ROC curves](evaluate/roc.png)", ""]
+    lines = ["## Evaluation", ""]
+    skipped = folder / "skipped.json"
+    for note in json.loads(skipped.read_text()) if skipped.exists() else []:
+        lines.append(f"- skipped {note}")
+    return lines + ([""] if lines[-1] else []) + results_markdown(folder, link_prefix="evaluate/")

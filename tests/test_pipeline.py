@@ -22,15 +22,15 @@ def test_tiny_run_end_to_end(write_config):
     with open(run_dir / "pretrain" / "log.csv") as handle:
         log = list(csv.DictReader(handle))
     assert len(log) >= 5 and all(float(row["loss"]) > 0 for row in log)
-    with open(run_dir / "evaluate" / "zeroshot.csv") as handle:
+    with open(run_dir / "evaluate" / "synthetic-test" / "zeroshot.csv") as handle:
         results = {row["name"]: row for row in csv.DictReader(handle)}
     assert set(results) == set(config.plan.findings)
     scored = [float(r["auc"]) for r in results.values() if r["note"] == ""]
     assert scored and all(0.0 <= auc <= 1.0 for auc in scored)
     report = (run_dir / "report.md").read_text()
-    for heading in ("## Plan", "## Reports", "## Images", "## Filter", "## Balance", "## Pre-training", "## Zero-shot"):
+    for heading in ("## Plan", "## Reports", "## Images", "## Filter", "## Balance", "## Pre-training", "## Evaluation", "### Zero-shot classification: synthetic-test"):
         assert heading in report
-    for picture in ("plots/entities.png", "plots/loss.png", "evaluate/roc.png"):
+    for picture in ("plots/entities.png", "plots/loss.png", "evaluate/synthetic-test/roc.png", "evaluate/results.md"):
         assert (run_dir / picture).stat().st_size > 1000
     meta = (run_dir / "run.json").read_text()
     assert "git_revision" in meta and "synthvlp_version" in meta

@@ -1,98 +1,165 @@
-"""Zero-shot classification with a positive/negative prompt pair per class (CheXzero convention).
+"""Zero-shot classification with positive/negative prompt sets per class (the CheXzero convention).
 
-p(class) = exp(s+) / (exp(s+) + exp(s-)), where s+/- are the image's scaled cosine similarities to the
-positive and negative prompts. AUC per class with a bootstrap 95% confidence interval; a class with no positive
-or no negative sample gets NaN and a note instead of a misleading number.
+p(class) = exp(s+) / (exp(s+) + exp(s-)), where s+ and s- are the image's scaled cosine similarities to the mean
+embedding of the positive and of the negative prompts ("There is {name}." / "There is no {name}."). Each class
+is scored on the images that have a 1 or 0 for it (NaN cells are uncertain or unlabelled and skipped), with AUC,
+then F1, accuracy and MCC at two thresholds: 0.5 (the softmax's natural cut) and the threshold that maximises F1
+on the evaluated images (optimistic, as in CheXzero's and MedCLIP's tables, and labelled so). Every metric gets a
+percentile-bootstrap 95% CI from resampling images with a fixed seed, thresholds held fixed. A class with no
+positive or no negative image gets NaN and a note instead of a misleading number.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-POSITIVE_PROMPTS = ("There is {name}.", "Findings consistent with {name}.")
-NEGATIVE_PROMPTS = ("There is no {name}.", "No evidence of {name}.")
+from synthvlp.config import NEGATIVE_PROMPTS, POSITIVE_PROMPTS
+
+METRICS = ("auc", "f1_best", "acc_best", "mcc_best", "f1_05", "acc_05", "mcc_05")
 
 
 @dataclass
 class ClassResult:
+    """One class's row of the zero-shot table; ``ci`` maps each metric to its (low, high) 95% interval."""
+
     name: str
     positives: int
     negatives: int
-    auc: float
-    ci_low: float
-    ci_high: float
+    auc: float = float("nan")
+    f1_best: float = float("nan")
+    acc_best: float = float("nan")
+    mcc_best: float = float("nan")
+    threshold_best: float = float("nan")
+    f1_05: float = float("nan")
+    acc_05: float = float("nan")
+    mcc_05: float = float("nan")
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     note: str = ""
 
+    def row(self) -> dict[str, float | int | str]:
+        """Flat CSV row: every metric followed by its ``_ci_low`` and ``_ci_high``."""
+        flat = {k: v for k, v in asdict(self).items() if k != "ci"}
+        for metric in METRICS:
+            low, high = self.ci.get(metric, (float("nan"), float("nan")))
+            flat[f"{metric}_ci_low"], flat[f"{metric}_ci_high"] = low, high
+        return flat
 
-def load_labelled_images(shards: Sequence[Path], preprocess, classes: Sequence[str]):
-    """(image tensor, 0/1 label matrix) from our shards; a class counts as positive when planned present."""
+
+def encode_images(model, preprocess, count: int, open_image: Callable[[int], object], batch_size: int = 128,
+                  advance: Callable[[int], None] | None = None):
+    """(count, dim) L2-normalised image embeddings; images are opened and preprocessed one batch at a time."""
     import torch
-    import webdataset as wds
 
-    dataset = wds.WebDataset([str(p) for p in shards], shardshuffle=False, empty_check=False).decode("pil").to_tuple("png", "json")
-    images, labels = [], []
-    for image, meta in dataset:
-        meta = meta if isinstance(meta, dict) else json.loads(meta)
-        present = {e["name"] for e in meta["entities"] if e["assertion"] == "present"}
-        images.append(preprocess(image))
-        labels.append([name in present for name in classes])
-    if not images:
-        return torch.empty(0), np.zeros((0, len(classes)), dtype=bool)
-    return torch.stack(images), np.asarray(labels, dtype=bool)
+    features = []
+    with torch.no_grad():
+        for begin in range(0, count, batch_size):
+            index = range(begin, min(count, begin + batch_size))
+            batch = torch.stack([preprocess(open_image(i).convert("RGB")) for i in index])
+            features.append(model.encode_image(batch, normalize=True))
+            if advance is not None:
+                advance(len(index))
+    return torch.cat(features) if features else torch.zeros((0, 1))
 
 
-def zero_shot_probabilities(model, tokenizer, images, classes: Sequence[str], batch_size: int = 256) -> np.ndarray:
-    """(n_images, n_classes) probabilities from prompt-ensembled positive/negative text embeddings."""
+def class_text_embeddings(model, tokenizer, classes: Sequence[str], templates: Sequence[str]):
+    """(n_classes, dim): the normalised mean of each class's prompt embeddings (a prompt ensemble)."""
     import torch
 
     with torch.no_grad():
+        prompts = [t.format(name=name) for name in classes for t in templates]
+        features = model.encode_text(tokenizer(prompts), normalize=True).reshape(len(classes), len(templates), -1)
+        mean = features.mean(dim=1)
+        return mean / mean.norm(dim=-1, keepdim=True)
 
-        def embed(templates: Sequence[str]) -> torch.Tensor:
-            prompts = [t.format(name=name) for name in classes for t in templates]
-            features = model.encode_text(tokenizer(prompts), normalize=True).reshape(len(classes), len(templates), -1)
-            mean = features.mean(dim=1)
-            return mean / mean.norm(dim=-1, keepdim=True)
 
-        positive, negative = embed(POSITIVE_PROMPTS), embed(NEGATIVE_PROMPTS)
-        scale = model.logit_scale.exp()
-        out = []
-        for begin in range(0, images.shape[0], batch_size):
-            features = model.encode_image(images[begin : begin + batch_size], normalize=True)
-            pair = torch.stack([features @ positive.T, features @ negative.T], dim=-1) * scale
-            out.append(pair.softmax(dim=-1)[..., 0])
-    return torch.cat(out).numpy() if out else np.zeros((0, len(classes)))
+def zero_shot_probabilities(model, tokenizer, image_features, classes: Sequence[str],
+                            positive: Sequence[str] = POSITIVE_PROMPTS, negative: Sequence[str] = NEGATIVE_PROMPTS) -> np.ndarray:
+    """(n_images, n_classes) p(positive) from the softmax over each class's positive/negative prompt pair."""
+    import torch
+
+    if image_features.shape[0] == 0:
+        return np.zeros((0, len(classes)))
+    with torch.no_grad():
+        pos = class_text_embeddings(model, tokenizer, classes, positive)
+        neg = class_text_embeddings(model, tokenizer, classes, negative)
+        pair = torch.stack([image_features @ pos.T, image_features @ neg.T], dim=-1) * model.logit_scale.exp()
+        return pair.softmax(dim=-1)[..., 0].numpy()
+
+
+def _threshold_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> tuple[float, float, float]:
+    """F1, accuracy and MCC of ``p >= threshold`` (numpy, not sklearn: the bootstrap calls this thousands of
+    times; tests check it against sklearn)."""
+    predicted = p >= threshold
+    tp = float(np.sum(predicted & y))
+    fp = float(np.sum(predicted & ~y))
+    fn = float(np.sum(~predicted & y))
+    tn = float(len(y)) - tp - fp - fn
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    mcc = (tp * tn - fp * fn) / denominator if denominator else 0.0
+    return f1, (tp + tn) / len(y), float(mcc)
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count one half), equal to sklearn's roc_auc_score."""
+    from scipy.stats import rankdata
+
+    positives = float(y.sum())
+    negatives = len(y) - positives
+    return float((rankdata(p)[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def best_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    """The score threshold with the highest F1 on (y, p): the precision-recall curve's best point."""
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, thresholds = precision_recall_curve(y, p)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(precision), where=precision + recall > 0)
+    return float(thresholds[int(np.argmax(f1[:-1]))])
+
+
+def _metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    f1_best, acc_best, mcc_best = _threshold_metrics(y, p, threshold)
+    f1_05, acc_05, mcc_05 = _threshold_metrics(y, p, 0.5)
+    return {"auc": _auc(y, p), "f1_best": f1_best, "acc_best": acc_best, "mcc_best": mcc_best,
+            "f1_05": f1_05, "acc_05": acc_05, "mcc_05": mcc_05}
 
 
 def score_classes(probabilities: np.ndarray, labels: np.ndarray, classes: Sequence[str], bootstrap: int, seed: int) -> list[ClassResult]:
-    """AUC per class with a percentile bootstrap CI (resampling images, fixed seed)."""
-    from sklearn.metrics import roc_auc_score
-
+    """Per-class metrics and bootstrap CIs; ``labels`` holds 1/0/NaN (bool arrays are accepted too)."""
+    labels = np.asarray(labels, dtype=np.float64)
     rng = np.random.default_rng(seed)
     results = []
     for column, name in enumerate(classes):
-        y, p = labels[:, column], probabilities[:, column]
-        positives, negatives = int(y.sum()), int((~y).sum())
-        if positives == 0 or negatives == 0:
-            results.append(ClassResult(name, positives, negatives, float("nan"), float("nan"), float("nan"), "needs positives and negatives"))
+        known = ~np.isnan(labels[:, column])
+        y, p = labels[known, column] == 1, probabilities[known, column]
+        result = ClassResult(name, int(y.sum()), int((~y).sum()))
+        if result.positives == 0 or result.negatives == 0:
+            result.note = "needs positive and negative images"
+            results.append(result)
             continue
-        auc = float(roc_auc_score(y, p))
+        threshold = best_f1_threshold(y, p)
+        for metric, value in _metrics(y, p, threshold).items():
+            setattr(result, metric, value)
+        result.threshold_best = threshold
         samples = []
         for _ in range(bootstrap):
             pick = rng.integers(0, len(y), len(y))
             if y[pick].any() and not y[pick].all():
-                samples.append(roc_auc_score(y[pick], p[pick]))
-        low, high = (np.percentile(samples, [2.5, 97.5]) if samples else (float("nan"), float("nan")))
-        results.append(ClassResult(name, positives, negatives, auc, float(low), float(high)))
+                samples.append(_metrics(y[pick], p[pick], threshold))
+        for metric in METRICS:
+            values = [s[metric] for s in samples]
+            result.ci[metric] = tuple(float(v) for v in np.percentile(values, [2.5, 97.5])) if values else (float("nan"), float("nan"))
+        results.append(result)
     return results
 
 
-def plot_roc(probabilities: np.ndarray, labels: np.ndarray, classes: Sequence[str], path: Path) -> None:
-    """One ROC curve per class with its AUC in the legend."""
+def plot_roc(probabilities: np.ndarray, labels: np.ndarray, classes: Sequence[str], path: Path, title: str = "Zero-shot ROC") -> None:
+    """One ROC curve per scorable class (NaN labels skipped) with its AUC in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,14 +168,16 @@ def plot_roc(probabilities: np.ndarray, labels: np.ndarray, classes: Sequence[st
 
     from synthvlp.store import atomic_open
 
+    labels = np.asarray(labels, dtype=np.float64)
     figure, axis = plt.subplots(figsize=(5, 5))
     for column, name in enumerate(classes):
-        y = labels[:, column]
+        known = ~np.isnan(labels[:, column])
+        y, p = labels[known, column] == 1, probabilities[known, column]
         if y.any() and not y.all():
-            fpr, tpr, _ = roc_curve(y, probabilities[:, column])
-            axis.plot(fpr, tpr, label=f"{name} ({roc_auc_score(y, probabilities[:, column]):.2f})")
+            fpr, tpr, _ = roc_curve(y, p)
+            axis.plot(fpr, tpr, label=f"{name} ({roc_auc_score(y, p):.2f})")
     axis.plot([0, 1], [0, 1], "k--", linewidth=0.8)
-    axis.set(xlabel="false positive rate", ylabel="true positive rate", title="Zero-shot ROC")
+    axis.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     with atomic_open(path, "wb") as handle:

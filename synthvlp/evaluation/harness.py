@@ -1,0 +1,236 @@
+"""Evaluate one CLIP checkpoint on labelled image sets and write the tables, plots and ``results.md``.
+
+One folder per benchmark (``<out>/<title>/``) holds ``zeroshot.csv`` (a row per class, every metric with its
+95% CI), ``roc.png``, ``summary.json`` (image counts, missing images, classes the benchmark lacks) and, when the
+set has grounding regions, ``grounding.csv`` (a row per label), ``grounding_regions.csv`` and
+``overlays.png``. ``results_markdown`` renders the tables from those files, so ``results.md``, the run report
+and ``synthvlp compare`` all read the same numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from synthvlp.config import EvaluateSection
+from synthvlp.evaluation.benchmarks.base import LabelledSet
+from synthvlp.evaluation.zeroshot import encode_images, plot_roc, score_classes, zero_shot_probabilities
+from synthvlp.store import atomic_open, write_text_atomic
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint's model with the transform and tokenizer it was trained with."""
+
+    model: object
+    preprocess: Callable
+    tokenizer: Callable
+
+
+def restrict_classes(labelled: LabelledSet, wanted: Sequence[str]) -> tuple[LabelledSet, list[str]]:
+    """The set with its label columns reduced to ``wanted`` (in that order) and the wanted classes it lacks."""
+    present = [c for c in wanted if c in labelled.classes]
+    columns = [labelled.classes.index(c) for c in present]
+    lacking = [c for c in wanted if c not in labelled.classes]
+    reduced = LabelledSet(labelled.name, labelled.images, labelled.ids, present, labelled.labels[:, columns],
+                          [r for r in labelled.regions if r.label in present], labelled.split, labelled.group, labelled.missing)
+    return reduced, lacking
+
+
+def evaluate_set(loaded: LoadedModel, labelled: LabelledSet, classes: Sequence[str], settings: EvaluateSection, out: Path,
+                 seed: int, advance: Callable[[int], None] | None = None) -> list[Path]:
+    """Zero-shot classification (and grounding where the set has regions) of one set into ``out``."""
+    labelled, lacking = restrict_classes(labelled, classes)
+    if not labelled.classes:
+        raise ValueError(f"{labelled.name}: none of the classes {list(classes)} is labelled in this benchmark")
+    features = encode_images(loaded.model, loaded.preprocess, len(labelled), labelled.open, advance=advance)
+    probabilities = zero_shot_probabilities(loaded.model, loaded.tokenizer, features, labelled.classes,
+                                            settings.positive_prompts, settings.negative_prompts)
+    results = score_classes(probabilities, labelled.labels, labelled.classes, settings.bootstrap, seed)
+    written = [_write_csv(out / "zeroshot.csv", [r.row() for r in results])]
+    roc = out / "roc.png"
+    plot_roc(probabilities, labelled.labels, labelled.classes, roc, title=f"Zero-shot ROC: {out.name}")
+    summary = {"benchmark": out.name, "source": labelled.name, "images": len(labelled), "missing": len(labelled.missing),
+               "missing_examples": labelled.missing[:5], "classes_lacking": lacking, "regions": len(labelled.regions)}
+    written += [roc, _write_json(out / "summary.json", summary)]
+    for stale in ("grounding.csv", "grounding_regions.csv", "overlays.png"):  # a rerun without regions shows no old table
+        (out / stale).unlink(missing_ok=True)
+    if settings.grounding and labelled.regions:
+        written += ground(loaded, labelled, settings, out, seed)
+    return written
+
+
+def ground(loaded: LoadedModel, labelled: LabelledSet, settings: EvaluateSection, out: Path, seed: int) -> list[Path]:
+    """Zero-shot grounding of every region: ``grounding.csv`` (per label), ``grounding_regions.csv``, ``overlays.png``."""
+    from synthvlp.evaluation.grounding import ground_set, plot_overlays, region_text, similarity_maps
+
+    def prompt_for(label: str) -> str:
+        return settings.positive_prompts[0].format(name=label)
+
+    rows, summary = ground_set(loaded.model, loaded.preprocess, loaded.tokenizer, labelled, prompt_for=prompt_for,
+                               bootstrap=settings.bootstrap, seed=seed)
+    written = [_write_csv(out / "grounding.csv", summary), _write_csv(out / "grounding_regions.csv", rows)]
+    shown = [r for r in labelled.regions if r.box is not None or r.mask is not None][: settings.overlays]
+    if shown:
+        images = [labelled.open(r.image) for r in shown]
+        maps = similarity_maps(loaded.model, loaded.preprocess, loaded.tokenizer, images, [region_text(r, prompt_for) for r in shown])
+        plot_overlays(labelled, maps, shown, out / "overlays.png", n=len(shown))
+        written.append(out / "overlays.png")
+    return written
+
+
+def _write_csv(path: Path, rows: list[dict]) -> Path:
+    with atomic_open(path, "w") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["name"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _write_json(path: Path, payload: dict) -> Path:
+    write_text_atomic(path, json.dumps(payload, indent=1, sort_keys=True))
+    return path
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def with_ci(row: dict[str, str], metric: str) -> str:
+    value = _number(row[metric])
+    if value != value:
+        return "n/a"
+    low, high = _number(row.get(f"{metric}_ci_low", "")), _number(row.get(f"{metric}_ci_high", ""))
+    return f"{value:.3f} ({low:.3f}-{high:.3f})" if low == low else f"{value:.3f}"
+
+
+def probe_set(loaded: LoadedModel, labelled: LabelledSet, classes: Sequence[str], settings: EvaluateSection, out: Path) -> list[Path]:
+    """Linear probe on the set's train split, scored on its test split, at ``settings.finetune_fractions``."""
+    from synthvlp.errors import UserError
+    from synthvlp.evaluation.finetune import linear_probe
+
+    labelled, _ = restrict_classes(labelled, classes)
+    if labelled.split is None or not {"train", "test"} <= set(labelled.split):
+        raise UserError(f"evaluate.benchmarks: {labelled.name}: linear_probe needs a benchmark with train and test splits")
+    rows = linear_probe(loaded.model, loaded.preprocess, labelled.only_split("train"), labelled.only_split("test"),
+                        settings.finetune_fractions, settings.finetune_seeds)
+    return [write_finetune(rows, out, "finetune")]
+
+
+def write_finetune(rows: list[dict], out: Path, name: str) -> Path:
+    """``out/<name>.csv``: the protocol's per-class (or per-run, for segmentation) rows."""
+    return _write_csv(out / f"{name}.csv", rows)
+
+
+def _interval(values: list[float]) -> str:
+    """Mean and 95% t-interval over seeds (just the mean for one seed)."""
+    values = [v for v in values if v == v]
+    if not values:
+        return "n/a"
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return f"{mean:.3f}"
+    from scipy.stats import t
+
+    half = float(t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values)))
+    return f"{mean:.3f} ({mean - half:.3f}-{mean + half:.3f})"
+
+
+def finetune_markdown(folder: Path) -> list[str]:
+    """Tables of ``finetune.csv`` (mean AUC per protocol and label fraction) and ``segmentation.csv`` (Dice per
+    init and fraction), each a mean with a 95% t-interval over seeds."""
+    lines: list[str] = []
+    if (folder / "finetune.csv").exists():
+        rows = read_csv(folder / "finetune.csv")
+        lines += ["### Fine-tuning: " + folder.name, "",
+                  "Mean test AUC over classes, then mean and 95% t-interval over seeds (a fixed-seed training subset per seed, whole patients).", "",
+                  "| protocol | labels | training images | mean AUC |", "|---|---|---|---|"]
+        for protocol, fraction in dict.fromkeys((r["protocol"], r["fraction"]) for r in rows):
+            runs = [r for r in rows if (r["protocol"], r["fraction"]) == (protocol, fraction)]
+            per_seed = {}
+            for r in runs:
+                per_seed.setdefault(r["seed"], []).append(_number(r["auc"]))
+            means = [float(np.nanmean(v)) if any(x == x for x in v) else float("nan") for v in per_seed.values()]
+            images = sorted({int(r["n_train"]) for r in runs})
+            lines.append(f"| {protocol} | {float(fraction):.0%} | {images[0]}-{images[-1]} | {_interval(means)} |" if len(images) > 1
+                         else f"| {protocol} | {float(fraction):.0%} | {images[0]} | {_interval(means)} |")
+        lines.append("")
+    if (folder / "segmentation.csv").exists():
+        rows = read_csv(folder / "segmentation.csv")
+        lines += ["### Segmentation fine-tuning: " + folder.name, "",
+                  "Foreground Dice on the test images; mean and 95% t-interval over seeds (same training subset and decoder init for both encoders).", "",
+                  "| labels | pretrained encoder | from scratch |", "|---|---|---|"]
+        for fraction in dict.fromkeys(r["fraction"] for r in rows):
+            cell = {init: _interval([_number(r["dice_mean"]) for r in rows if r["fraction"] == fraction and r["init"] == init]) for init in ("pretrained", "scratch")}
+            lines.append(f"| {float(fraction):.0%} | {cell['pretrained']} | {cell['scratch']} |")
+        lines.append("")
+    return lines
+
+
+def benchmark_folders(root: Path) -> list[Path]:
+    """The per-benchmark result folders under an evaluation folder, in name order."""
+    return sorted(p.parent for p in root.glob("*/zeroshot.csv"))
+
+
+def mean_auc(folder: Path) -> float:
+    """Mean AUC over the scorable classes of one benchmark folder (NaN when none)."""
+    values = [v for v in (_number(r["auc"]) for r in read_csv(folder / "zeroshot.csv")) if v == v]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def results_markdown(root: Path, link_prefix: str = "") -> list[str]:
+    """Markdown tables of every benchmark folder under ``root``; image links are prefixed with ``link_prefix``."""
+    lines: list[str] = []
+    for folder in benchmark_folders(root):
+        summary = json.loads((folder / "summary.json").read_text())
+        lines += [f"### Zero-shot classification: {summary['benchmark']}", "",
+                  f"{summary['images']} images" + (f"; {summary['missing']} listed but missing, left out" if summary["missing"] else "")
+                  + (f"; not labelled in this benchmark: {', '.join(summary['classes_lacking'])}" if summary["classes_lacking"] else "") + ".",
+                  "", "| class | pos | neg | AUC (95% CI) | F1 best | ACC best | MCC best | F1 @0.5 | note |", "|---|---|---|---|---|---|---|---|---|"]
+        for row in read_csv(folder / "zeroshot.csv"):
+            lines.append(f"| {row['name']} | {row['positives']} | {row['negatives']} | {with_ci(row, 'auc')} | {with_ci(row, 'f1_best')} | "
+                         f"{with_ci(row, 'acc_best')} | {with_ci(row, 'mcc_best')} | {with_ci(row, 'f1_05')} | {row['note']} |")
+        average = mean_auc(folder)
+        if average == average:
+            lines += ["", f"Mean AUC: {average:.3f}. F1/ACC/MCC 'best' use the threshold that maximises F1 on these images (optimistic)."]
+        lines += ["", f"![ROC curves]({link_prefix}{folder.name}/roc.png)", ""]
+        lines += _grounding_markdown(folder, summary["benchmark"], link_prefix)
+        lines += finetune_markdown(folder)
+    return lines
+
+
+def _grounding_markdown(folder: Path, benchmark: str, link_prefix: str) -> list[str]:
+    path = folder / "grounding.csv"
+    if not path.exists():
+        return []
+    lines = [f"### Zero-shot grounding: {benchmark}", "",
+             "Text-to-patch similarity against the truth regions (phantom masks on synthetic data; a box or mask on real data). "
+             "Pointing game: the map's peak inside the region; IoU and Dice: mean over thresholds 0.1-0.9 of the min-max "
+             "normalised map; CNR: |mean in - mean out| / sqrt(var in + var out). 95% CIs by bootstrap over regions.", "",
+             "| label | regions | pointing | IoU | Dice | CNR |", "|---|---|---|---|---|---|"]
+    for row in read_csv(path):
+        lines.append(f"| {row['label']} | {row['regions']} | {with_ci(row, 'pointing')} | {with_ci(row, 'iou')} | "
+                     f"{with_ci(row, 'dice')} | {with_ci(row, 'cnr')} |")
+    if (folder / "overlays.png").exists():
+        lines += ["", f"![grounding overlays]({link_prefix}{folder.name}/overlays.png)"]
+    return lines + [""]
+
+
+def write_results(root: Path, title: str) -> Path:
+    """``root/results.md``: every benchmark's tables under one heading."""
+    path = root / "results.md"
+    write_text_atomic(path, "\n".join([f"# {title}", "", *results_markdown(root)]) + "\n")
+    return path
