@@ -134,7 +134,7 @@ def test_evaluate_set_writes_tables_plots_and_markdown(tmp_path):
 
 def test_evaluate_set_without_any_wanted_class_is_an_error(tmp_path):
     loaded = LoadedModel(_BrightnessModel(), _to_tensor, lambda prompts: list(prompts))
-    with pytest.raises(ValueError, match="none of the classes"):
+    with pytest.raises(UserError, match="none of the classes"):
         evaluate_set(loaded, _labelled(), ["nodule"], EvaluateSection(bootstrap=0), tmp_path / "x", seed=0)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from synthvlp.config import EvaluateSection
+from synthvlp.errors import UserError
 from synthvlp.evaluation.benchmarks.base import LabelledSet
 from synthvlp.evaluation.zeroshot import encode_images, plot_roc, score_classes, zero_shot_probabilities
 from synthvlp.store import atomic_open, write_text_atomic
@@ -47,7 +48,7 @@ def evaluate_set(loaded: LoadedModel, labelled: LabelledSet, classes: Sequence[s
     """Zero-shot classification (and grounding where the set has regions) of one set into ``out``."""
     labelled, lacking = restrict_classes(labelled, classes)
     if not labelled.classes:
-        raise ValueError(f"{labelled.name}: none of the classes {list(classes)} is labelled in this benchmark")
+        raise UserError(f"{labelled.name}: none of the classes {list(classes)} is labelled in this benchmark; set evaluate.classes (or --classes)")
     features = encode_images(loaded.model, loaded.preprocess, len(labelled), labelled.open, advance=advance)
     probabilities = zero_shot_probabilities(loaded.model, loaded.tokenizer, features, labelled.classes,
                                             settings.positive_prompts, settings.negative_prompts)
@@ -119,7 +120,6 @@ def with_ci(row: dict[str, str], metric: str) -> str:
 
 def probe_set(loaded: LoadedModel, labelled: LabelledSet, classes: Sequence[str], settings: EvaluateSection, out: Path) -> list[Path]:
     """Linear probe on the set's train split, scored on its test split, at ``settings.finetune_fractions``."""
-    from synthvlp.errors import UserError
     from synthvlp.evaluation.finetune import linear_probe
 
     labelled, _ = restrict_classes(labelled, classes)
