@@ -25,6 +25,8 @@ from pathlib import Path
 
 import httpx
 
+from synthvlp.serving.health import NotHealthy, wait_healthy
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -63,17 +65,12 @@ def _tiny_model(folder: Path) -> Path:
 def _start_server(model: Path, port: int, max_batch: int, log: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "synthvlp.cli", "serve", str(model), "--port", str(port), "--max-batch", str(max_batch)]
     process = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    process.kill()
-    raise SystemExit("server did not become healthy in 900 s")
+    try:
+        wait_healthy(process, f"http://127.0.0.1:{port}/health", timeout_s=900)
+    except NotHealthy as exc:
+        process.kill()
+        raise SystemExit(f"server {exc}: {log.read_text()[-2000:]}") from None
+    return process
 
 
 def _measure(args: argparse.Namespace, model: Path) -> tuple[list[dict], float, float]:

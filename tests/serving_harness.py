@@ -13,10 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
+
+from synthvlp.serving.health import NotHealthy, wait_healthy
 
 SCRIPT = r'''
 import asyncio, itertools, json, sys
@@ -94,17 +95,12 @@ class ServerProcess:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen([sys.executable, str(self.script), str(self.model), str(self.port), str(self.max_batch)],
                                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        self.kill()
-        raise RuntimeError(f"server not healthy in {timeout_s} s: {self.log.read_text()[-2000:]}")
+        try:
+            wait_healthy(self.process, f"{self.url}/health", timeout_s, poll_s=0.2)
+        except NotHealthy as exc:
+            self.kill()
+            raise RuntimeError(f"server {exc}: {self.log.read_text()[-2000:]}") from None
+        return self
 
     def faults(self, *pattern: str) -> None:
         httpx.post(f"{self.url}/_faults", json={"pattern": list(pattern) or ["pass"]}, timeout=5).raise_for_status()

@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pyarrow.parquet as pq
 import pytest
 from serving_harness import free_port
+
+from synthvlp.serving.health import NotHealthy, wait_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -34,14 +34,10 @@ def test_smollm2_gguf_serves_json_reports_end_to_end(write_config, tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "synthvlp.cli", "serve", str(gguf_path()), "--port", str(port), "--max-batch", "4"],
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 1200
-        while time.monotonic() < deadline:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(1)
+        try:
+            wait_healthy(server, f"http://127.0.0.1:{port}/health", timeout_s=1200, poll_s=1.0)
+        except NotHealthy as exc:
+            pytest.fail(f"server {exc}: {(tmp_path / 'serve.log').read_text()[-2000:]}")
         reports = {"backend": "openai", "base_urls": [f"http://127.0.0.1:{port}/v1"], "max_retries": 1, "max_tokens": 96,
                    "concurrency": 4, "timeout_s": 900, "temperature": 0.2}
         config = write_config(tmp_path / "run", reports=reports, run={"n_samples": 4, "shard_size": 4})

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from synthvlp.errors import UserError
+from synthvlp.serving.health import NotHealthy, wait_healthy
 
 
 @dataclass
@@ -69,23 +69,15 @@ class VllmServer:
 
     def wait_healthy(self, timeout_s: float, poll_s: float) -> None:
         """Poll /health until 200; fail early (with the exit code) if the process dies, or after ``timeout_s``."""
-        import httpx
-
-        deadline = time.monotonic() + timeout_s
         url = f"http://{self.settings.host}:{self.settings.port}/health"
-        while time.monotonic() < deadline:
-            code = self.process.poll()
-            if code is not None:
+        try:
+            wait_healthy(self.process, url, timeout_s, poll_s)
+        except NotHealthy as exc:
+            if exc.exit_code is not None:
                 where = f"; see {self.log_path}" if self.log_path else ""
-                raise UserError(f"vllm serve exited with status {code} before becoming healthy{where}")
-            try:
-                if httpx.get(url, timeout=poll_s).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(poll_s)
-        self.stop()
-        raise UserError(f"vllm serve did not answer {url} within {timeout_s:g} s; raise --startup-timeout for large models")
+                raise UserError(f"vllm serve {exc}{where}") from None
+            self.stop()
+            raise UserError(f"vllm serve {exc}; raise --startup-timeout for large models") from None
 
     def stop(self, grace_s: float = 30.0) -> int | None:
         """SIGTERM the server's process group (vLLM has worker children), SIGKILL after ``grace_s``."""
