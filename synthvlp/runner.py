@@ -443,16 +443,12 @@ class Runner:
             labelled = whole.only_split(spec.split) if spec is not None and spec.split is not None else whole
             with self._progress(f"evaluate {title}", len(labelled)) as advance:
                 written += evaluate_set(loaded, labelled, classes, settings, out / title, seed=self.config.run.seed, advance=advance)
-            (out / title / "finetune.csv").unlink(missing_ok=True)
             if spec is not None and spec.linear_probe:
                 self.console.print(f"evaluate {title}: linear probe at {settings.finetune_fractions} of the train split, seeds {settings.finetune_seeds}")
                 written += probe_set(loaded, whole, classes, settings, out / title)
-        written.append(self._write_json(out / "skipped.json", skipped))
+        write_text_atomic(out / "skipped.json", json.dumps(skipped, indent=1))
+        written.append(out / "skipped.json")
         return [*written, write_results(out, f"Evaluation of {self.config.run.name}")]
-
-    def _write_json(self, path: Path, payload: object) -> Path:
-        write_text_atomic(path, json.dumps(payload, indent=1, sort_keys=True))
-        return path
 
 
 def _append_columns(table: pa.Table, columns: pa.Table, stage: str) -> pa.Table:

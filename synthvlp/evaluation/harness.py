@@ -59,7 +59,7 @@ def evaluate_set(loaded: LoadedModel, labelled: LabelledSet, classes: Sequence[s
     summary = {"benchmark": out.name, "source": labelled.name, "images": len(labelled), "missing": len(labelled.missing),
                "missing_examples": labelled.missing[:5], "classes_lacking": lacking, "regions": len(labelled.regions)}
     written += [roc, _write_json(out / "summary.json", summary)]
-    for stale in ("grounding.csv", "grounding_regions.csv", "overlays.png"):  # a rerun without regions shows no old table
+    for stale in ("grounding.csv", "grounding_regions.csv", "overlays.png", "finetune.csv"):  # a rerun shows no old table
         (out / stale).unlink(missing_ok=True)
     if settings.grounding and labelled.regions:
         written += ground(loaded, labelled, settings, out, seed)
@@ -154,19 +154,19 @@ def finetune_markdown(folder: Path) -> list[str]:
     init and fraction), each a mean with a 95% t-interval over seeds."""
     lines: list[str] = []
     if (folder / "finetune.csv").exists():
-        rows = read_csv(folder / "finetune.csv")
+        from synthvlp.evaluation.finetune import mean_auc as mean_auc_per_run
+
+        rows = [{**r, "auc": _number(r["auc"])} for r in read_csv(folder / "finetune.csv")]
         lines += ["### Fine-tuning: " + folder.name, "",
                   "Mean test AUC over classes, then mean and 95% t-interval over seeds (a fixed-seed training subset per seed, whole patients).", "",
                   "| protocol | labels | training images | mean AUC |", "|---|---|---|---|"]
-        for protocol, fraction in dict.fromkeys((r["protocol"], r["fraction"]) for r in rows):
-            runs = [r for r in rows if (r["protocol"], r["fraction"]) == (protocol, fraction)]
-            per_seed = {}
-            for r in runs:
-                per_seed.setdefault(r["seed"], []).append(_number(r["auc"]))
-            means = [float(np.nanmean(v)) if any(x == x for x in v) else float("nan") for v in per_seed.values()]
-            images = sorted({int(r["n_train"]) for r in runs})
-            lines.append(f"| {protocol} | {float(fraction):.0%} | {images[0]}-{images[-1]} | {_interval(means)} |" if len(images) > 1
-                         else f"| {protocol} | {float(fraction):.0%} | {images[0]} | {_interval(means)} |")
+        per_seed: dict[tuple[str, str], list[float]] = {}
+        for run in mean_auc_per_run(rows):
+            per_seed.setdefault((run["protocol"], run["fraction"]), []).append(run["mean_auc"])
+        for (protocol, fraction), means in per_seed.items():
+            images = sorted({int(r["n_train"]) for r in rows if (r["protocol"], r["fraction"]) == (protocol, fraction)})
+            count = f"{images[0]}-{images[-1]}" if len(images) > 1 else str(images[0])
+            lines.append(f"| {protocol} | {float(fraction):.0%} | {count} | {_interval(means)} |")
         lines.append("")
     if (folder / "segmentation.csv").exists():
         rows = read_csv(folder / "segmentation.csv")
