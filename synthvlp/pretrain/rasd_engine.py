@@ -53,27 +53,9 @@ def state_key(config: RaSDConfig) -> str:
     return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _synthesizer_state(batches: BufferedSynthesizer) -> dict:
-    buffer = batches._buffer
-    return {
-        "label_map": batches.synthesizer.label_map.generator.get_state(),
-        "appearance": batches.synthesizer.appearance.generator.get_state(),
-        "images": buffer[0].cpu() if buffer is not None else torch.empty(0),
-        "labels": buffer[1].cpu() if buffer is not None else torch.empty(0, dtype=torch.long),
-        "oldest": batches._oldest,
-    }
-
-
-def _restore_synthesizer(batches: BufferedSynthesizer, state: dict, device: torch.device) -> None:
-    batches.synthesizer.label_map.generator.set_state(state["label_map"])
-    batches.synthesizer.appearance.generator.set_state(state["appearance"])
-    batches._buffer = (state["images"].to(device), state["labels"].to(device)) if state["images"].numel() else None
-    batches._oldest = int(state["oldest"])
-
-
 def _all_synthesizer_states(batches: BufferedSynthesizer, world: World) -> list[dict]:
     """Every rank's synthesiser state, in rank order (a collective under torchrun)."""
-    mine = _synthesizer_state(batches)
+    mine = batches.state_dict()
     if world.size == 1:
         return [mine]
     states: list[dict] = [{} for _ in range(world.size)]
@@ -114,7 +96,7 @@ def _train(config: RaSDConfig, out_dir: Path, advance, say, world: World) -> RaS
         synthesizers = found[1]["synthesizers"]
         if len(synthesizers) != world.size:
             raise UserError(f"{found[0]}: written by {len(synthesizers)} process(es), resumed with {world.size}; resume with the same process count")
-        _restore_synthesizer(batches, synthesizers[world.rank], world.device)
+        batches.load_state_dict(synthesizers[world.rank])
         if world.main:
             say(f"pretrain rasd: resuming from {found[0]} (step {start} of {settings.steps})")
             advance(start * config.stream.batch_size * world.size)

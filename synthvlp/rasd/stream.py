@@ -106,6 +106,25 @@ class BufferedSynthesizer:
     def __iter__(self) -> BufferedSynthesizer:
         return self
 
+    def state_dict(self) -> dict:
+        """Generator states and reuse buffer (on the CPU): what continues this stream exactly after a restart."""
+        buffer = self._buffer
+        return {
+            "label_map": self.synthesizer.label_map.generator.get_state(),
+            "appearance": self.synthesizer.appearance.generator.get_state(),
+            "images": buffer[0].cpu() if buffer is not None else torch.empty(0),
+            "labels": buffer[1].cpu() if buffer is not None else torch.empty(0, dtype=torch.long),
+            "oldest": self._oldest,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state_dict()``'s state; the buffer goes back to the synthesiser's device."""
+        self.synthesizer.label_map.generator.set_state(state["label_map"])
+        self.synthesizer.appearance.generator.set_state(state["appearance"])
+        device = self.synthesizer.label_map.device
+        self._buffer = (state["images"].to(device), state["labels"].to(device)) if state["images"].numel() else None
+        self._oldest = int(state["oldest"])
+
     def __next__(self) -> Pair:
         if self._buffer is None or self.per_step == self.batch_size:
             self._buffer = self.synthesizer(self.batch_size)
