@@ -316,6 +316,11 @@ def serve(
         raise UserError(f"--engine {engine!r}: use 'transformers' or 'vllm'")
 
 
+def _wanted_classes(option: str | None, available: list[str]) -> list[str]:
+    """--classes as a list; without it, every class the benchmark labels except 'no finding'."""
+    return [c.strip() for c in option.split(",") if c.strip()] if option else [c for c in available if c != "no finding"]
+
+
 @app.command(
     epilog=(
         "Example: synthvlp evaluate runs/quickstart/pretrain/checkpoint.pt --benchmark nih --data ../shared/data/nih-dev-64 "
@@ -350,7 +355,7 @@ def evaluate(
     labelled = load_benchmark(benchmark, data)
     if split is not None:
         labelled = labelled.only_split(split)
-    wanted = [c.strip() for c in classes.split(",") if c.strip()] if classes else [c for c in labelled.classes if c != "no finding"]
+    wanted = _wanted_classes(classes, labelled.classes)
     out = out or checkpoint.parent / f"evaluate-{benchmark}"
     settings = EvaluateSection(bootstrap=bootstrap)
     with Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
@@ -416,7 +421,7 @@ def finetune(
 
         model, preprocess, _ = load_clip_checkpoint(checkpoint)
         labelled = load_benchmark(benchmark, data)
-        wanted = [c.strip() for c in classes.split(",") if c.strip()] if classes else [c for c in labelled.classes if c != "no finding"]
+        wanted = _wanted_classes(classes, labelled.classes)
         labelled, _ = restrict_classes(labelled, wanted)
         if labelled.split is None or not {"train", "test"} <= set(labelled.split):
             raise UserError(f"{benchmark} at {data}: fine-tuning needs train and test splits, and this set has {sorted(set(labelled.split or []))}")
