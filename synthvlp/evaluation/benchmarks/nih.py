@@ -2,8 +2,9 @@
 
 Finding labels are exhaustive (a finding not listed is absent), so labels are 1/0 with no NaN. The box file
 has a header whose box columns are unnamed after the first (``Bbox [x,y,w,h],,,``) and its header spelling
-varies between releases, so it is read by position. Our small development set
-(``nih-dev-64/labels.csv``: ``path, split, finding_labels, patient_id, ...``) is recognised by its columns.
+varies between releases, so it is read by position. Our small sets in the ``labels.csv`` layout
+(``nih-dev-64``, ``nih-real-256``: ``path, split, finding_labels, patient_id, ...``) are recognised by their
+columns; a ``boxes.csv`` beside one (``path, finding, x, y, w, h`` in that set's pixels) gives its regions.
 """
 
 from __future__ import annotations
@@ -82,8 +83,22 @@ def _dev(csv: Path, names: list[str], classes: list[str]) -> LabelledSet:
         rows.append(_row(record["finding_labels"], names))
         group.append(record["patient_id"])
         split.append(record["split"])
-    return LabelledSet("nih", images, ids, classes, label_matrix(rows, classes), split=split, group=group,
+    boxes = csv.parent / "boxes.csv"
+    regions = _dev_boxes(boxes, {path: i for i, path in enumerate(images)}, csv.parent) if boxes.is_file() else []
+    return LabelledSet("nih", images, ids, classes, label_matrix(rows, classes), regions, split=split, group=group,
                        missing=missing)
+
+
+def _dev_boxes(csv: Path, position: dict[Path, int], root: Path) -> list[Region]:
+    """Regions of a ``boxes.csv`` (``path, finding, x, y, w, h``) for the images ``position`` holds."""
+    frame = read_csv(csv, ["path", "finding", "x", "y", "w", "h"])
+    regions = []
+    for record in frame.to_dict("records"):
+        index = position.get(root / record["path"])
+        if index is not None:
+            x, y, w, h = (float(record[k]) for k in "xywh")
+            regions.append(Region(index, harmonise(str(record["finding"]), "nih"), (x, y, x + w, y + h)))
+    return regions
 
 
 def _row(findings: str, names: list[str]) -> dict[str, float]:
