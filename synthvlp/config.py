@@ -330,6 +330,8 @@ class EvaluateSection(Section):
 
     classes: list[str] | None = Field(None, description="Findings to score; None means plan.findings.")
     bootstrap: int = Field(200, ge=0, description="Bootstrap resamples for 95% confidence intervals (0 disables).")
+    min_positives: int = Field(10, ge=1, description="Classes with fewer positive (or negative) images are scored but left out of a set's mean AUC (too few to say anything).")
+    floor: bool = Field(True, description="Also score a randomly initialised model of the same architecture with the same prompts: the floor every figure is read against.")
     positive_prompts: list[str] = Field(default_factory=lambda: list(POSITIVE_PROMPTS), min_length=1,
                                         description="Prompt ensemble for 'class present'; {name} is the class.")
     negative_prompts: list[str] = Field(default_factory=lambda: list(NEGATIVE_PROMPTS), min_length=1,

@@ -103,19 +103,25 @@ def save_clip_checkpoint(path: Path, name: str, model, steps: int) -> None:
         torch.save(payload, handle)
 
 
-def load_clip_checkpoint(path: Path):
+def load_clip_checkpoint(path: Path, random_init_seed: int | None = None):
     """(model in eval mode, eval transform, tokenizer) from ``save_clip_checkpoint``'s file.
 
     ``weights_only=True``, so loading a checkpoint cannot execute code; a checkpoint whose tensors do not fit the
-    named model is an error that lists the mismatched keys.
+    named model is an error that lists the mismatched keys. With ``random_init_seed`` the weights are not loaded:
+    the same architecture is initialised from that seed, the floor a trained model is compared with.
     """
     import torch
 
     if not Path(path).exists():
         raise UserError(f"{path}: checkpoint not found; run the pretrain stage first")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model, _, preprocess, tokenizer = build_clip(checkpoint["model"])
-    load_weights(model, checkpoint["state_dict"], path, f"checkpoint of model {checkpoint['model']!r}")
+    if random_init_seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(random_init_seed)
+            model, _, preprocess, tokenizer = build_clip(checkpoint["model"])
+    else:
+        model, _, preprocess, tokenizer = build_clip(checkpoint["model"])
+        load_weights(model, checkpoint["state_dict"], path, f"checkpoint of model {checkpoint['model']!r}")
     model.eval()
     return model, preprocess, tokenizer
 

@@ -421,7 +421,9 @@ class Runner:
         settings = self.config.evaluate
         classes = settings.classes or self.config.plan.findings
         out = self.run_dir / "evaluate"
-        loaded = LoadedModel(*load_clip_checkpoint(self.run_dir / "pretrain" / "checkpoint.pt"))
+        checkpoint = self.run_dir / "pretrain" / "checkpoint.pt"
+        loaded = LoadedModel(*load_clip_checkpoint(checkpoint))
+        floor = LoadedModel(*load_clip_checkpoint(checkpoint, random_init_seed=self.config.run.seed)) if settings.floor else None
         test_shards = self.dataset_shards("test")
         if not test_shards:
             raise UserError("evaluate: the test split is empty; raise run.test_fraction or run.n_samples")
@@ -442,7 +444,7 @@ class Runner:
             whole = load_benchmark("shards", test_shards, classes=classes) if spec is None else load_benchmark(spec.name, spec.path)
             labelled = whole.only_split(spec.split) if spec is not None and spec.split is not None else whole
             with self._progress(f"evaluate {title}", len(labelled)) as advance:
-                written += evaluate_set(loaded, labelled, classes, settings, out / title, seed=self.config.run.seed, advance=advance)
+                written += evaluate_set(loaded, labelled, classes, settings, out / title, seed=self.config.run.seed, advance=advance, floor=floor)
             if spec is not None and spec.linear_probe:
                 self.console.print(f"evaluate {title}: linear probe at {settings.finetune_fractions} of the train split, seeds {settings.finetune_seeds}")
                 written += probe_set(loaded, whole, classes, settings, out / title)

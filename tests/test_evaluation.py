@@ -142,6 +142,8 @@ def _fake_results(folder, benchmark, aucs):
     (folder / benchmark).mkdir(parents=True)
     rows = ["name,positives,negatives,auc,auc_ci_low,auc_ci_high,note"] + [f"{k},5,5,{v},{v - 0.1},{v + 0.1}," for k, v in aucs.items()]
     (folder / benchmark / "zeroshot.csv").write_text("\n".join(rows) + "\n")
+    mean = sum(aucs.values()) / len(aucs)
+    (folder / benchmark / "summary.json").write_text(json.dumps({"mean_auc": mean, "mean_auc_ci": [mean - 0.05, mean + 0.05]}))
 
 
 def test_compare_lines_up_runs_with_different_benchmarks(tmp_path):
@@ -152,8 +154,8 @@ def test_compare_lines_up_runs_with_different_benchmarks(tmp_path):
     assert tables["nih"][0] == ["class", "synthetic", "real"]
     assert tables["nih"][1] == ["nodule", "0.700 (0.600-0.800)", "0.800 (0.700-0.900)"]
     assert tables["nih"][2] == ["mass", "0.600 (0.500-0.700)", "-"]
-    assert tables["nih"][-1] == ["mean AUC", "0.650", "0.800"]
-    assert tables["rsna"][-1] == ["mean AUC", "-", "0.900"]
+    assert tables["nih"][-1] == ["mean AUC", "0.650 (0.600-0.700)", "0.800 (0.750-0.850)"]
+    assert tables["rsna"][-1] == ["mean AUC", "-", "0.900 (0.850-0.950)"]
     assert "## rsna" in tables_markdown(tables)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from synthvlp.errors import UserError
-from synthvlp.evaluation.harness import with_ci, benchmark_folders, mean_auc, read_csv
+from synthvlp.evaluation.harness import benchmark_folders, mean_auc, mean_text, read_csv, with_ci
 
 
 def evaluation_root(path: Path) -> Path:
@@ -35,7 +35,7 @@ def compare_runs(paths: list[Path]) -> dict[str, list[list[str]]]:
     if len(set(labels)) < len(labels):
         labels = [str(p) for p in paths]
     results: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
-    means: dict[str, dict[str, float]] = {}
+    means: dict[str, dict[str, tuple[float, float, float]]] = {}
     for label, path in zip(labels, paths, strict=True):
         for folder in benchmark_folders(evaluation_root(path)):
             results.setdefault(folder.name, {})[label] = {row["name"]: row for row in read_csv(folder / "zeroshot.csv")}
@@ -46,7 +46,7 @@ def compare_runs(paths: list[Path]) -> dict[str, list[list[str]]]:
         rows = [["class", *labels]]
         for name in classes:
             rows.append([name, *(with_ci(by_run[label][name], "auc") if name in by_run.get(label, {}) else "-" for label in labels)])
-        rows.append(["mean AUC", *(f"{means[benchmark][label]:.3f}" if label in means[benchmark] else "-" for label in labels)])
+        rows.append(["mean AUC", *(mean_text(*means[benchmark][label]) if label in means[benchmark] else "-" for label in labels)])
         tables[benchmark] = rows
     return tables
 

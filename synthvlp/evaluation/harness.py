@@ -20,7 +20,7 @@ import numpy as np
 from synthvlp.config import EvaluateSection
 from synthvlp.errors import UserError
 from synthvlp.evaluation.benchmarks.base import LabelledSet
-from synthvlp.evaluation.zeroshot import encode_images, plot_roc, score_classes, zero_shot_probabilities
+from synthvlp.evaluation.zeroshot import encode_images, mean_auc_interval, plot_roc, score_classes, zero_shot_probabilities
 from synthvlp.store import atomic_open, write_text_atomic
 
 
@@ -44,26 +44,42 @@ def restrict_classes(labelled: LabelledSet, wanted: Sequence[str]) -> tuple[Labe
 
 
 def evaluate_set(loaded: LoadedModel, labelled: LabelledSet, classes: Sequence[str], settings: EvaluateSection, out: Path,
-                 seed: int, advance: Callable[[int], None] | None = None) -> list[Path]:
-    """Zero-shot classification (and grounding where the set has regions) of one set into ``out``."""
+                 seed: int, advance: Callable[[int], None] | None = None, floor: LoadedModel | None = None) -> list[Path]:
+    """Zero-shot classification (and grounding where the set has regions) of one set into ``out``; with ``floor``
+    (a randomly initialised model of the same architecture) its zero-shot scores too, in ``zeroshot_floor.csv``."""
     labelled, lacking = restrict_classes(labelled, classes)
     if not labelled.classes:
         raise UserError(f"{labelled.name}: none of the classes {list(classes)} is labelled in this benchmark; set evaluate.classes (or --classes)")
-    features = encode_images(loaded.model, loaded.preprocess, len(labelled), labelled.open, advance=advance)
-    probabilities = zero_shot_probabilities(loaded.model, loaded.tokenizer, features, labelled.classes,
-                                            settings.positive_prompts, settings.negative_prompts)
+    probabilities = _zero_shot(loaded, labelled, settings, advance)
     results = score_classes(probabilities, labelled.labels, labelled.classes, settings.bootstrap, seed)
     written = [_write_csv(out / "zeroshot.csv", [r.row() for r in results])]
     roc = out / "roc.png"
     plot_roc(probabilities, labelled.labels, labelled.classes, roc, title=f"Zero-shot ROC: {out.name}")
     summary = {"benchmark": out.name, "source": labelled.name, "images": len(labelled), "missing": len(labelled.missing),
-               "missing_examples": labelled.missing[:5], "classes_lacking": lacking, "regions": len(labelled.regions)}
+               "missing_examples": labelled.missing[:5], "classes_lacking": lacking, "regions": len(labelled.regions),
+               "min_positives": settings.min_positives,
+               **mean_auc_interval(probabilities, labelled.labels, labelled.classes, settings.min_positives, settings.bootstrap, seed)}
+    (out / "zeroshot_floor.csv").unlink(missing_ok=True)
+    if floor is not None:
+        floor_probabilities = _zero_shot(floor, labelled, settings)
+        floor_results = score_classes(floor_probabilities, labelled.labels, labelled.classes, settings.bootstrap, seed)
+        written.append(_write_csv(out / "zeroshot_floor.csv", [r.row() for r in floor_results]))
+        floor_mean = mean_auc_interval(floor_probabilities, labelled.labels, labelled.classes, settings.min_positives, settings.bootstrap, seed)
+        summary.update({f"floor_{key}": value for key, value in floor_mean.items() if key != "classes_in_mean"})
     written += [roc, _write_json(out / "summary.json", summary)]
     for stale in ("grounding.csv", "grounding_regions.csv", "overlays.png", "finetune.csv"):  # a rerun shows no old table
         (out / stale).unlink(missing_ok=True)
     if settings.grounding and labelled.regions:
         written += ground(loaded, labelled, settings, out, seed)
     return written
+
+
+def _zero_shot(loaded: LoadedModel, labelled: LabelledSet, settings: EvaluateSection,
+               advance: Callable[[int], None] | None = None) -> np.ndarray:
+    """(n_images, n_classes) zero-shot probabilities of ``loaded`` with the configured prompt ensembles."""
+    features = encode_images(loaded.model, loaded.preprocess, len(labelled), labelled.open, advance=advance)
+    return zero_shot_probabilities(loaded.model, loaded.tokenizer, features, labelled.classes,
+                                   settings.positive_prompts, settings.negative_prompts)
 
 
 def ground(loaded: LoadedModel, labelled: LabelledSet, settings: EvaluateSection, out: Path, seed: int) -> list[Path]:
@@ -185,10 +201,18 @@ def benchmark_folders(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.glob("*/zeroshot.csv"))
 
 
-def mean_auc(folder: Path) -> float:
-    """Mean AUC over the scorable classes of one benchmark folder (NaN when none)."""
+def mean_auc(folder: Path) -> tuple[float, float, float]:
+    """(mean AUC, CI low, CI high) of one benchmark folder: over the classes with enough positives, as its
+    ``summary.json`` records it (folders evaluated before it did: over every scorable class, no interval)."""
+    summary = json.loads((folder / "summary.json").read_text())
+    if "mean_auc" in summary:
+        return (summary["mean_auc"], *summary["mean_auc_ci"])
     values = [v for v in (_number(r["auc"]) for r in read_csv(folder / "zeroshot.csv")) if v == v]
-    return float(np.mean(values)) if values else float("nan")
+    return (float(np.mean(values)) if values else float("nan"), float("nan"), float("nan"))
+
+
+def mean_text(mean: float, low: float, high: float) -> str:
+    return "n/a" if mean != mean else f"{mean:.3f} ({low:.3f}-{high:.3f})" if low == low else f"{mean:.3f}"
 
 
 def results_markdown(root: Path, link_prefix: str = "") -> list[str]:
@@ -196,16 +220,25 @@ def results_markdown(root: Path, link_prefix: str = "") -> list[str]:
     lines: list[str] = []
     for folder in benchmark_folders(root):
         summary = json.loads((folder / "summary.json").read_text())
+        floor = {r["name"]: r for r in read_csv(folder / "zeroshot_floor.csv")} if (folder / "zeroshot_floor.csv").exists() else None
         lines += [f"### Zero-shot classification: {summary['benchmark']}", "",
                   f"{summary['images']} images" + (f"; {summary['missing']} listed but missing, left out" if summary["missing"] else "")
                   + (f"; not labelled in this benchmark: {', '.join(summary['classes_lacking'])}" if summary["classes_lacking"] else "") + ".",
-                  "", "| class | pos | neg | AUC (95% CI) | F1 best | ACC best | MCC best | F1 @0.5 | note |", "|---|---|---|---|---|---|---|---|---|"]
+                  "", "| class | pos | neg | AUC (95% CI) | random init AUC | F1 best | ACC best | MCC best | F1 @0.5 | note |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for row in read_csv(folder / "zeroshot.csv"):
-            lines.append(f"| {row['name']} | {row['positives']} | {row['negatives']} | {with_ci(row, 'auc')} | {with_ci(row, 'f1_best')} | "
+            floor_cell = with_ci(floor[row["name"]], "auc") if floor and row["name"] in floor else "-"
+            lines.append(f"| {row['name']} | {row['positives']} | {row['negatives']} | {with_ci(row, 'auc')} | {floor_cell} | {with_ci(row, 'f1_best')} | "
                          f"{with_ci(row, 'acc_best')} | {with_ci(row, 'mcc_best')} | {with_ci(row, 'f1_05')} | {row['note']} |")
         average = mean_auc(folder)
-        if average == average:
-            lines += ["", f"Mean AUC: {average:.3f}. F1/ACC/MCC 'best' use the threshold that maximises F1 on these images (optimistic)."]
+        if average[0] == average[0]:
+            counted = summary.get("classes_in_mean")
+            line = f"Mean AUC {mean_text(*average)}"
+            if counted is not None:
+                line += f" over the {len(counted)} classes with at least {summary['min_positives']} positive and negative images"
+            if "floor_mean_auc" in summary:
+                line += f"; a randomly initialised model of the same architecture: {mean_text(summary['floor_mean_auc'], *summary['floor_mean_auc_ci'])}"
+            lines += ["", line + ". F1/ACC/MCC 'best' use the threshold that maximises F1 on these images (optimistic)."]
         lines += ["", f"![ROC curves]({link_prefix}{folder.name}/roc.png)", ""]
         lines += _grounding_markdown(folder, summary["benchmark"], link_prefix)
         lines += finetune_markdown(folder)
@@ -218,11 +251,11 @@ def _grounding_markdown(folder: Path, benchmark: str, link_prefix: str) -> list[
         return []
     lines = [f"### Zero-shot grounding: {benchmark}", "",
              "Text-to-patch similarity against the truth regions (phantom masks on synthetic data; a box or mask on real data). "
-             "Pointing game: the map's peak inside the region; IoU and Dice: mean over thresholds 0.1-0.9 of the min-max "
+             "Pointing game: the map's peak inside the region, beside its chance level (the share of the film the region covers); IoU and Dice: mean over thresholds 0.1-0.9 of the min-max "
              "normalised map; CNR: |mean in - mean out| / sqrt(var in + var out). 95% CIs by bootstrap over regions.", "",
-             "| label | regions | pointing | IoU | Dice | CNR |", "|---|---|---|---|---|---|"]
+             "| label | regions | pointing | chance | IoU | Dice | CNR |", "|---|---|---|---|---|---|---|"]
     for row in read_csv(path):
-        lines.append(f"| {row['label']} | {row['regions']} | {with_ci(row, 'pointing')} | {with_ci(row, 'iou')} | "
+        lines.append(f"| {row['label']} | {row['regions']} | {with_ci(row, 'pointing')} | {_number(row.get('chance', '')):.3f} | {with_ci(row, 'iou')} | "
                      f"{with_ci(row, 'dice')} | {with_ci(row, 'cnr')} |")
     if (folder / "overlays.png").exists():
         lines += ["", f"![grounding overlays]({link_prefix}{folder.name}/overlays.png)"]

@@ -158,6 +158,35 @@ def score_classes(probabilities: np.ndarray, labels: np.ndarray, classes: Sequen
     return results
 
 
+def mean_auc_interval(probabilities: np.ndarray, labels: np.ndarray, classes: Sequence[str], min_positives: int,
+                      bootstrap: int, seed: int) -> dict[str, object]:
+    """Mean AUC over the classes with at least ``min_positives`` positive and negative images, with a percentile
+    bootstrap 95% CI that resamples images once for all classes (the same films score every class, so per-class
+    intervals cannot be combined). Returns ``{"mean_auc", "mean_auc_ci", "classes_in_mean"}``."""
+    labels = np.asarray(labels, dtype=np.float64)
+    known = ~np.isnan(labels)
+    positive = known & (labels == 1)
+    counted = [c for c in range(len(classes))
+               if positive[:, c].sum() >= min_positives and (known[:, c] & ~positive[:, c]).sum() >= min_positives]
+    if not counted:
+        return {"mean_auc": float("nan"), "mean_auc_ci": [float("nan"), float("nan")], "classes_in_mean": []}
+
+    def mean(rows: np.ndarray) -> float:
+        aucs = []
+        for c in counted:
+            keep = known[rows, c]
+            y, p = positive[rows, c][keep], probabilities[rows, c][keep]
+            if y.any() and not y.all():
+                aucs.append(_auc(y, p))
+        return float(np.mean(aucs)) if aucs else float("nan")
+
+    rng = np.random.default_rng(seed)
+    draws = [mean(rng.integers(0, len(labels), len(labels))) for _ in range(bootstrap)]
+    draws = [d for d in draws if d == d]
+    interval = [float(v) for v in np.percentile(draws, [2.5, 97.5])] if draws else [float("nan"), float("nan")]
+    return {"mean_auc": mean(np.arange(len(labels))), "mean_auc_ci": interval, "classes_in_mean": [classes[c] for c in counted]}
+
+
 def plot_roc(probabilities: np.ndarray, labels: np.ndarray, classes: Sequence[str], path: Path, title: str = "Zero-shot ROC") -> None:
     """One ROC curve per scorable class (NaN labels skipped) with its AUC in the legend."""
     import matplotlib
