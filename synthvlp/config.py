@@ -279,6 +279,9 @@ class PretrainSection(Section):
     model: str = Field("synthvlp-tiny", description="open_clip model config name (ours or open_clip's); `synthvlp models list`.")
     objective: Literal["clip", "gloria"] = Field("clip", description="'clip': symmetric InfoNCE (ConVIRT-style); 'gloria': plus GLoRIA's local word-region loss.")
     gloria: GloriaSection = Field(default_factory=GloriaSection)
+    targets: Literal["pairs", "labels"] = Field(
+        "pairs", description="'pairs': an image's only positive is its own report (CLIP/ConVIRT); 'labels': soft targets from the finding labels the entity extractor reads in each report (MedCLIP's semantic matching), so reports stating the same findings are not pushed apart.")
+    label_temperature: float = Field(0.1, gt=0.0, description="targets=labels: softmax temperature over the label cosine similarity of two samples (MedCLIP uses 1; small values make only reports with the same findings positives).")
     recipe: Literal["synthetic", "real", "mixed"] = Field("synthetic", description="Training data: the run's exported shards, pretrain.real, or both.")
     mix: Literal["ratio", "concat"] = Field("concat", description="mixed: 'concat' visits every sample of both sets once per epoch; 'ratio' draws each sample from real with probability real_fraction.")
     real_fraction: float = Field(0.5, ge=0.0, le=1.0, description="mix=ratio: probability that a training sample is real.")

@@ -98,3 +98,34 @@ def test_gloria_ignores_padding_content():
     changed = words.clone()
     changed[~mask] = 100.0
     assert torch.allclose(gloria_similarity(regions, words, mask, 4.0, 5.0), gloria_similarity(regions, changed, mask, 4.0, 5.0))
+
+
+def test_identity_targets_are_plain_clip():
+    g = torch.Generator().manual_seed(1)
+    image, text = torch.randn(5, 8, generator=g, dtype=torch.float64), torch.randn(5, 8, generator=g, dtype=torch.float64)
+    scale = torch.tensor(4.0, dtype=torch.float64)
+    eye = torch.eye(5, dtype=torch.float64)
+    assert torch.allclose(clip_loss(image, text, scale, eye), clip_loss(image, text, scale), atol=1e-12)
+
+
+def test_soft_targets_by_hand():
+    """Two samples with the same findings share the target: each row's target is (1/2, 1/2), so with equal
+    logits the loss is log 2 whatever the scale, where plain CLIP would pay for not telling them apart."""
+    same = torch.ones(2, 3)
+    targets = torch.full((2, 2), 0.5)
+    assert clip_loss(same, same, torch.tensor(10.0), targets).item() == pytest.approx(math.log(2))
+    assert clip_loss(same, same, torch.tensor(10.0)).item() == pytest.approx(math.log(2))
+    apart = torch.eye(2)
+    assert clip_loss(apart, apart, torch.tensor(10.0), targets).item() > clip_loss(same, same, torch.tensor(10.0), targets).item()
+
+
+def test_label_targets_are_uniform_over_matching_findings_at_low_temperature():
+    from synthvlp.pretrain.labels import label_targets
+
+    labels = torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [1.0, 1.0, 0]])
+    targets = label_targets(labels, labels, temperature=0.01)
+    torch.testing.assert_close(targets.sum(dim=1), torch.ones(4))
+    torch.testing.assert_close(targets[0], torch.tensor([0.5, 0.5, 0.0, 0.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(targets[3], torch.tensor([0.0, 0.0, 0.0, 1.0]), atol=1e-6, rtol=0)
+    soft = label_targets(labels, labels, temperature=1.0)  # MedCLIP's: partial matches get some weight
+    assert soft[3, 0] > soft[0, 2] > 0

@@ -30,7 +30,8 @@ def test_shards_are_indexed_and_read_by_offset(tmp_path, tiny):
     image, text = source.load(7)
     assert image.size == (32, 32) and text
     dataset = PairDataset([source], *tiny, seed=0)
-    pixels, tokens, key, skipped = dataset[Item(7, epoch=0)]
+    pixels, tokens, key, skipped, labels = dataset[Item(7, epoch=0)]
+    assert labels is None  # finding labels are read only for label-aware targets
     assert pixels.shape == (3, 64, 64) and tokens.shape == (77,) and key == "t10002" and skipped == []
     assert torch.equal(dataset[Item(7, 0)][0], pixels)  # augmentation is a function of (seed, epoch, sample)
     assert not torch.equal(dataset[Item(7, 1)][0], pixels)
@@ -39,7 +40,7 @@ def test_shards_are_indexed_and_read_by_offset(tmp_path, tiny):
 def test_corrupt_image_is_skipped_counted_and_named(tmp_path, tiny):
     shards = make_shards(tmp_path / "data", n_shards=1, per_shard=16, corrupt=("t00003",))
     dataset = PairDataset([ShardSource(shards)], *tiny, seed=0)
-    _, _, key, skipped = dataset[Item(3, 0)]
+    _, _, key, skipped, _ = dataset[Item(3, 0)]
     assert key == "t00004" and skipped == ["t00003"]
     messages = []
     settings = PretrainSection(epochs=1, batch_size=8, threads=1, warmup_steps=0, tensorboard=False)

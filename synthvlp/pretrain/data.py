@@ -20,6 +20,7 @@ from PIL import Image
 
 from synthvlp.config import RealDataSection
 from synthvlp.errors import UserError
+from synthvlp.pretrain.labels import FindingLabels
 from synthvlp.seeding import sample_seed
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg")
@@ -125,12 +126,14 @@ class Item:
 class PairDataset(torch.utils.data.Dataset):
     """The sources concatenated: global index ``i`` is sample ``i - offset`` of the source it falls in."""
 
-    def __init__(self, sources: Sequence[Source], transform: Callable, tokenizer: Callable, seed: int) -> None:
+    def __init__(self, sources: Sequence[Source], transform: Callable, tokenizer: Callable, seed: int,
+                 labels: FindingLabels | None = None) -> None:
         self.sources = list(sources)
         self.sizes = [len(s) for s in self.sources]
         self.transform = transform
         self.tokenizer = tokenizer
         self.seed = seed
+        self.labels = labels
 
     def __len__(self) -> int:
         return sum(self.sizes)
@@ -142,8 +145,8 @@ class PairDataset(torch.utils.data.Dataset):
             index -= size
         raise IndexError(index)
 
-    def __getitem__(self, item: Item) -> tuple[torch.Tensor, torch.Tensor, str, list[str]]:
-        """(image, tokens, key, keys of unreadable samples skipped to get here)."""
+    def __getitem__(self, item: Item) -> tuple[torch.Tensor, torch.Tensor, str, list[str], torch.Tensor | None]:
+        """(image, tokens, key, keys of unreadable samples skipped to get here, finding labels or None)."""
         skipped: list[str] = []
         index = item.index
         for _ in range(MAX_SKIPS):
@@ -159,7 +162,8 @@ class PairDataset(torch.utils.data.Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed(self.seed, f"{item.epoch}:{index}", "pretrain-augment"))
             pixels = self.transform(image.convert("RGB"))
-        return pixels, self.tokenizer([text])[0], source.keys[local], skipped
+        labels = self.labels(text) if self.labels is not None else None
+        return pixels, self.tokenizer([text])[0], source.keys[local], skipped, labels
 
 
 @dataclass
@@ -168,12 +172,14 @@ class Batch:
     tokens: torch.Tensor
     keys: list[str]
     skipped: list[str]
+    labels: torch.Tensor | None = None  # (n, n_labels) multi-hot finding labels when the targets need them
 
 
-def collate(samples: list[tuple[torch.Tensor, torch.Tensor, str, list[str]]]) -> Batch:
+def collate(samples: list[tuple[torch.Tensor, torch.Tensor, str, list[str], torch.Tensor | None]]) -> Batch:
     return Batch(
         images=torch.stack([s[0] for s in samples]),
         tokens=torch.stack([s[1] for s in samples]),
         keys=[s[2] for s in samples],
         skipped=[k for s in samples for k in s[3]],
+        labels=torch.stack([s[4] for s in samples]) if samples and samples[0][4] is not None else None,
     )

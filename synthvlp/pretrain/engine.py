@@ -26,6 +26,7 @@ from synthvlp.models import build_clip, load_image_encoder, model_config, save_c
 from synthvlp.pretrain import checkpoint
 from synthvlp.pretrain.data import Batch, CsvSource, PairDataset, ShardSource, collate
 from synthvlp.pretrain.distributed import World, all_reduce_flag, close_world, gather, gather_lists, init_world
+from synthvlp.pretrain.labels import FindingLabels, label_targets
 from synthvlp.pretrain.logs import TrainLog
 from synthvlp.pretrain.losses import clip_loss, gloria_local_loss
 from synthvlp.pretrain.sampling import Recipe, StepPlan
@@ -53,7 +54,8 @@ def build_dataset(settings: PretrainSection, shards: Sequence[Path], transform, 
         sources.append(ShardSource(shards))
     if settings.recipe in ("real", "mixed"):
         sources.append(CsvSource(settings.real, seed))
-    dataset = PairDataset(sources, transform, tokenizer, seed)
+    labels = FindingLabels() if settings.targets == "labels" else None
+    dataset = PairDataset(sources, transform, tokenizer, seed, labels)
     return dataset, Recipe(tuple(dataset.sizes), settings.mix, settings.real_fraction)
 
 
@@ -111,10 +113,14 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min((step - warmup) / max(1, total - warmup), 1.0)))
 
 
-def _losses(features: Features, settings: PretrainSection, world: World) -> tuple[torch.Tensor, torch.Tensor]:
+def _losses(features: Features, labels: torch.Tensor | None, settings: PretrainSection, world: World) -> tuple[torch.Tensor, torch.Tensor]:
     """(global, local) losses over the whole global micro-batch; local is 0 for the CLIP objective."""
     scale = features.logit_scale.float()
-    global_loss = clip_loss(gather(features.image.float(), world), gather(features.text.float(), world), scale)
+    targets = None
+    if labels is not None:
+        every = gather(labels.to(features.image.device), world)
+        targets = label_targets(every, every, settings.label_temperature)
+    global_loss = clip_loss(gather(features.image.float(), world), gather(features.text.float(), world), scale, targets)
     if settings.objective == "clip":
         return global_loss, torch.zeros((), device=global_loss.device)
     g = settings.gloria
@@ -214,7 +220,7 @@ def _train(settings, shards, out_dir: Path, seed: int, advance, say, world: Worl
             sync = micro == settings.accumulate - 1 or world.size == 1
             with (nullcontext() if sync else ddp.no_sync()), autocast:
                 features = ddp(batch.images.to(world.device, non_blocking=True), batch.tokens.to(world.device, non_blocking=True))
-                global_loss, local_loss = _losses(features, settings, world)
+                global_loss, local_loss = _losses(features, batch.labels, settings, world)
             loss = settings.gloria.global_weight * global_loss + settings.gloria.local_weight * local_loss if settings.objective == "gloria" else global_loss
             if all_reduce_flag(not bool(torch.isfinite(loss)), world):
                 raise UserError(f"pre-training diverged: loss is {loss.item()} at step {step}; batch keys {batch.keys} (rank {world.rank}); lower pretrain.lr or check those samples")

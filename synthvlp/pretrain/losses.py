@@ -11,17 +11,22 @@ import torch
 import torch.nn.functional as F
 
 
-def clip_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def clip_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE over (n, d) embeddings; row i of each is a matching pair.
 
     ``scale`` is the learnable inverse temperature as open_clip models return it (``logit_scale.exp()``): CLIP's
     parameterisation of ConVIRT's objective, with equal weights on the image-to-text and text-to-image terms.
+    ``targets`` (n, n), row-stochastic, replaces the identity target (MedCLIP's semantic matching, see
+    ``synthvlp.pretrain.labels``); the text-to-image term uses its transpose renormalised over images.
     """
     image = F.normalize(image, dim=-1)
     text = F.normalize(text, dim=-1)
     logits = scale * image @ text.T
-    target = torch.arange(logits.shape[0], device=logits.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    if targets is None:
+        pairs = torch.arange(logits.shape[0], device=logits.device)
+        return (F.cross_entropy(logits, pairs) + F.cross_entropy(logits.T, pairs)) / 2
+    by_text = targets.T / targets.T.sum(dim=-1, keepdim=True)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, by_text)) / 2
 
 
 def gloria_similarity(
