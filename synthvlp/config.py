@@ -54,6 +54,28 @@ class RunSection(Section):
     ray: RaySection = Field(default_factory=RaySection)
 
 
+class LabelSetSection(Section):
+    """Real films that come with labels but no reports (NIH ChestX-ray14, CheXpert, ...): each film becomes a sample
+    whose plan is its labels, so the report writer captions it and images.backend 'source' stores the film itself.
+
+    The set is read by a benchmark adapter (``synthvlp evaluate --help`` lists them). ``run.n_samples`` films of
+    ``train_splits`` and ``test_splits``, drawn in a seeded order, are planned; films of other splits are left out. Labels that are entities of the vocabulary become present findings; negatives among
+    ``plan.findings`` join the normal-side pool as absences, and boxes become the sample's finding masks.
+    """
+
+    benchmark: str = Field("nih", min_length=1, description="Adapter that reads the set (as in evaluate.benchmarks).")
+    path: Path = Field(..., description="The set's folder or label file, as published.")
+    train_splits: list[str] = Field(default_factory=lambda: ["train"], min_length=1, description="The set's splits planned as training samples.")
+    test_splits: list[str] = Field(default_factory=lambda: ["test"], description="The set's splits planned as the run's test split.")
+
+    @model_validator(mode="after")
+    def _splits_disjoint(self) -> LabelSetSection:
+        both = sorted(set(self.train_splits) & set(self.test_splits))
+        if both:
+            raise ValueError(f"splits {both} are listed as both train_splits and test_splits")
+        return self
+
+
 class PlanSection(Section):
     """Balanced entity plans (SynCXR step 2): k abnormal entities and m normal-side statements per report.
 
@@ -97,6 +119,8 @@ class PlanSection(Section):
         None, ge=1, description="Frequency cap per pool item; None sets cap_slack x its uniform share of the run."
     )
     cap_slack: float = Field(1.1, ge=1.0, description="With tau_max None: cap = ceil(cap_slack * n_samples * mean(k or m) / pool size).")
+    labels: LabelSetSection | None = Field(
+        None, description="Plan one sample per film of a real labelled set (its labels are the plan) instead of drawing balanced plans; None draws plans.")
     source_corpus: Path | None = Field(
         None, description="Real report corpus (IU XML .tgz/folder, .csv, .parquet) whose entity distribution the run report compares the plan with."
     )
@@ -178,10 +202,11 @@ class DiffusersSection(Section):
 class ImagesSection(Section):
     """How images are rendered."""
 
-    backend: Literal["phantom", "diffusers"] = Field(
+    backend: Literal["phantom", "diffusers", "source"] = Field(
         "phantom",
         description="'phantom' draws each finding from the plan with exact masks and needs no weights; 'diffusers' "
-        "runs a local diffusion pipeline (images.diffusers.path) on the IMPRESSION.",
+        "runs a local diffusion pipeline (images.diffusers.path) on the IMPRESSION; 'source' stores each sample's own "
+        "real film (plan.labels), resized to images.size, with its boxes as masks.",
     )
     size: int = Field(64, ge=16, le=4096, description="Square image side in pixels.")
     bit_depth: Literal[8, 16] = Field(8, description="PNG bits per pixel of phantom images (diffusers images are 8-bit).")
@@ -365,6 +390,12 @@ class RunConfig(Section):
     balance: BalanceSection = Field(default_factory=BalanceSection)
     pretrain: PretrainSection = Field(default_factory=PretrainSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+
+    @model_validator(mode="after")
+    def _films_need_a_label_set(self) -> RunConfig:
+        if self.images.backend == "source" and self.plan.labels is None:
+            raise ValueError("images.backend 'source' stores real films: set plan.labels to the labelled set they come from")
+        return self
 
     def to_plain(self) -> dict[str, Any]:
         """JSON-compatible dict (paths as strings), the form written to a run folder."""

@@ -38,6 +38,7 @@ from synthvlp import schema
 from synthvlp.config import NOT_FINGERPRINTED, STAGES, RunConfig
 from synthvlp.errors import UserError
 from synthvlp.executors import execute_units
+from synthvlp.seeding import sample_seed
 from synthvlp.store import Ledger, atomic_open, read_shard, sweep_stale_temp, write_shard, write_text_atomic
 
 PER_UNIT_STAGES = ("plan", "reports", "images", "filter")
@@ -212,7 +213,38 @@ class Runner:
         from synthvlp.generation.planner import check_findings, plan_run
 
         check_findings(self.config, self.vocabulary)
+        if self.config.plan.labels is not None:
+            from synthvlp.generation.planner import plan_labelled
+
+            return plan_labelled(self.config, self.vocabulary, self._labelled_films())
         return plan_run(self.config, self.vocabulary)
+
+    def _labelled_films(self) -> list:
+        """``run.n_samples`` films of ``plan.labels``' train and test splits, read by its adapter, in a seeded order
+        (a subset is a random sample, not the set's first rows)."""
+        from synthvlp.evaluation.benchmarks import load_benchmark
+        from synthvlp.generation.planner import LabelledFilm
+
+        spec = self.config.plan.labels
+        labelled = load_benchmark(spec.benchmark, spec.path)
+        if labelled.split is None:
+            raise UserError(f"plan.labels: {spec.path} has no split column; the run's train and test splits come from it")
+        split_of = {**{s: "train" for s in spec.train_splits}, **{s: "test" for s in spec.test_splits}}
+        boxes: dict[int, list] = {}
+        for region in labelled.regions:
+            if region.box is not None:
+                boxes.setdefault(region.image, []).append((region.label, *region.box))
+        films = [
+            LabelledFilm(str(labelled.images[i]), split_of[labelled.split[i]],
+                         tuple(c for c, v in zip(labelled.classes, labelled.labels[i]) if v == 1),
+                         tuple(c for c, v in zip(labelled.classes, labelled.labels[i]) if v == 0), tuple(boxes.get(i, ())))
+            for i in range(len(labelled)) if labelled.split[i] in split_of
+        ]
+        if len(films) < self.config.run.n_samples:
+            raise UserError(f"plan.labels: {spec.path} has {len(films)} films in splits {sorted(split_of)}; "
+                            f"set run.n_samples to at most {len(films)}")
+        films.sort(key=lambda film: sample_seed(self.config.run.seed, film.source, "plan-labels"))  # sets list films sorted by label
+        return films[: self.config.run.n_samples]
 
     def _plan_unit(self, unit: Unit, advance: Callable[[int], None]) -> list[Path]:
         table = self.run_plan.slice(unit.start, unit.size)
@@ -427,7 +459,8 @@ class Runner:
         test_shards = self.dataset_shards("test")
         if not test_shards:
             raise UserError("evaluate: the test split is empty; raise run.test_fraction or run.n_samples")
-        sets = [("synthetic-test", None)]  # (title, BenchmarkSpec or None for our own test split)
+        own = "synthetic-test" if self.config.plan.labels is None else "real-test"
+        sets = [(own, None)]  # (title, BenchmarkSpec or None for our own test split)
         skipped = []
         for spec in settings.benchmarks:
             title = spec.title or spec.name

@@ -50,6 +50,8 @@ COLUMNS = pa.schema(
         ("index", pa.int64()),
         ("split", pa.string()),
         ("planned_entities", pa.list_(ENTITY)),
+        ("source_image", pa.string()),
+        ("source_boxes", pa.list_(BOX)),
         ("findings", pa.string()),
         ("impression", pa.string()),
         ("extracted_entities", pa.list_(ENTITY)),
@@ -70,7 +72,8 @@ COLUMNS = pa.schema(
         ("shard", pa.string()),
     ]
 )
-"""Fixed columns in order. ``image_shard`` is the stage shard holding the rendered image; ``image_attempts``
+"""Fixed columns in order. ``source_image`` is the real film a sample was planned from (``plan.labels``; null for
+samples planned from scratch) and ``source_boxes`` that film's boxes in its own pixels. ``image_shard`` is the stage shard holding the rendered image; ``image_attempts``
 counts the renders regeneration needed and ``image_rejections`` lists each rejected render's failing checks
 ("attempt 1: contrast"; null when the first render passed); ``accepted`` is true when every per-sample check
 passed; ``selected`` marks the samples balance exported (eligible: accepted and not a near-duplicate); ``shard`` is the

@@ -1,8 +1,9 @@
 """The images stage: one rendered image per report, packed as WebDataset samples (png, txt, json, seg.png).
 
-Two backends: ``phantom`` draws each sample from its entity plan and also stores the finding masks
+Three backends: ``phantom`` draws each sample from its entity plan and also stores the finding masks
 (``<key>.seg.png``, bit i = ``masks[i]`` of ``<key>.json``) and boxes (manifest ``finding_boxes``);
-``diffusers`` renders the IMPRESSION with a local diffusion pipeline and stores no masks.
+``diffusers`` renders the IMPRESSION with a local diffusion pipeline and stores no masks; ``source`` stores the
+real film a sample was planned from (``plan.labels``), with its boxes as rectangular masks.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def render_images(
     rows = [{**p, **r, "image_attempt": attempt} for p, r in zip(plan.to_pylist(), reports.select(["findings", "impression"]).to_pylist(), strict=True)]
     if config.images.backend == "diffusers":
         return _render_diffusers(config, rows, advance)
+    if config.images.backend == "source":
+        return _store_sources(config, rows, advance)
     return _render_phantom(config, rows, advance)
 
 
@@ -95,6 +98,40 @@ def _render_phantom(config: RunConfig, rows: list[dict], advance: Callable[[int]
         advance(1)
     generator = [f"{phantom.NAME}@{phantom.VERSION}"] * len(rows)
     return ImageBatch(samples, _columns(rows, generator, seeds, boxes), undrawable)
+
+
+def _store_sources(config: RunConfig, rows: list[dict], advance: Callable[[int], None]) -> ImageBatch:
+    """Each sample's own film as 8-bit grayscale, resized to ``images.size`` square (chest films are close to
+    square; boxes scale with the film), and its boxes as rectangular masks in the stored pixels."""
+    from synthvlp.errors import UserError
+    from synthvlp.generation.phantom.masks import encode_masks
+
+    size = config.images.size
+    samples, boxes = [], []
+    for row in rows:
+        try:
+            with Image.open(row["source_image"]) as film:
+                film.load()
+                width, height = film.size
+                pixels = np.asarray(film.convert("L").resize((size, size), Image.Resampling.BICUBIC))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"images: sample {row['id']}: cannot read its film {row['source_image']}: {exc}") from None
+        sx, sy = size / width, size / height
+        sample_boxes, masks = [], []
+        for b in row["source_boxes"] or ():
+            x0, y0 = max(0, int(b["x0"] * sx)), max(0, int(b["y0"] * sy))
+            x1, y1 = min(size, max(x0 + 1, round(b["x1"] * sx))), min(size, max(y0 + 1, round(b["y1"] * sy)))
+            mask = np.zeros((size, size), dtype=bool)
+            mask[y0:y1, x0:x1] = True
+            masks.append(mask)
+            sample_boxes.append(_box_row(b["name"], None, (x0, y0, x1, y1)))
+        meta = {**_meta(row), "masks": [{**b, "bit": i} for i, b in enumerate(sample_boxes)], "source": row["source_image"]}
+        sample = _sample(row, encode_png(pixels), meta)
+        sample["seg.png"] = encode_masks(masks)
+        samples.append(sample)
+        boxes.append(sample_boxes)
+        advance(1)
+    return ImageBatch(samples, _columns(rows, ["source"] * len(rows), [0] * len(rows), boxes), {})
 
 
 def _box_row(name: str, laterality: str | None, box: tuple[int, int, int, int] | None) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -21,6 +22,7 @@ import pyarrow as pa
 from synthvlp.config import RunConfig
 from synthvlp.entities import Vocabulary
 from synthvlp.errors import ConfigError
+from synthvlp.schema import BOX, ENTITY
 from synthvlp.seeding import sample_id, sample_rng
 
 SIDES = ("left", "right", "bilateral")
@@ -112,6 +114,62 @@ def plan_run(config: RunConfig, vocab: Vocabulary) -> pa.Table:
     return pa.table(rows)
 
 
+@dataclass(frozen=True)
+class LabelledFilm:
+    """One real film of a labelled set as the planner needs it (the runner reads the set with its adapter).
+
+    ``positives`` and ``negatives`` are harmonised label names (1 and 0 in the set); ``boxes`` are
+    (label, x0, y0, x1, y1) in the film's own pixels, x1/y1 exclusive.
+    """
+
+    source: str
+    split: str
+    positives: tuple[str, ...]
+    negatives: tuple[str, ...]
+    boxes: tuple[tuple[str, float, float, float, float], ...] = ()
+
+
+def plan_labelled(config: RunConfig, vocab: Vocabulary, films: Sequence[LabelledFilm]) -> pa.Table:
+    """One sample per film: its positives that are vocabulary entities are the k side (no side: the labels do not
+    say), and m normal-side statements are drawn as in ``plan_run`` from ``plan.normals`` plus the absence of each
+    of ``plan.findings`` the film is labelled negative for, without caps (the set's own distribution is kept).
+
+    Adds ``source_image`` and ``source_boxes`` (boxes of present findings, rounded outwards) for the images stage.
+    """
+    plan = config.plan
+    findings = set(plan.findings)
+    rows: dict[str, list] = {"id": [], "index": [], "split": [], "planned_entities": [], "source_image": [], "source_boxes": []}
+    for index, film in enumerate(films):
+        key = sample_id(index)
+        rng = sample_rng(config.run.seed, key, "plan")
+        chosen = [PoolItem(name, "present") for name in film.positives if name in vocab]
+        pool = [PoolItem(n, "present") for n in plan.normals]
+        if plan.absences:
+            pool += [PoolItem(n, "absent") for n in plan.findings if n in film.negatives]
+        want, taken = int(rng.integers(plan.min_normals, plan.max_normals + 1)), 0
+        for position in rng.permutation(len(pool)).tolist():
+            if taken == want:
+                break
+            item = pool[position]
+            if not any(c.name == item.name or vocab.conflicts(c.label, item.label) for c in chosen):
+                chosen.append(item)
+                taken += 1
+        present = {item.name for item in chosen if item.assertion == "present"}
+        rows["id"].append(key)
+        rows["index"].append(index)
+        rows["split"].append(film.split)
+        rows["planned_entities"].append([_entity(vocab, item, None) for item in chosen])
+        rows["source_image"].append(film.source)
+        rows["source_boxes"].append([
+            {"name": label, "laterality": None, "x0": math.floor(x0), "y0": math.floor(y0), "x1": math.ceil(x1), "y1": math.ceil(y1)}
+            for label, x0, y0, x1, y1 in film.boxes if label in present and (label in findings or label in vocab)
+        ])
+    return pa.table({**{k: rows[k] for k in ("id", "index", "split")},
+                     "planned_entities": pa.array(rows["planned_entities"], pa.list_(ENTITY)),
+                     "source_image": pa.array(rows["source_image"], pa.string()),
+                     "source_boxes": pa.array(rows["source_boxes"], pa.list_(BOX))})
+
+
 def contradictions(entities: list[dict], vocab: Vocabulary) -> list[str]:
     """Pairs of planned entities a report may not state together; empty for every plan this module makes."""
     labels = [e["name"] if e["assertion"] == "present" else f"no {e['name']}" for e in entities]
@@ -122,8 +180,8 @@ def contradictions(entities: list[dict], vocab: Vocabulary) -> list[str]:
     return found
 
 
-def _entity(vocab: Vocabulary, item: PoolItem, side: str) -> dict[str, str | None]:
-    """A present lateral entity gets a side; an absence never does ('no left effusion' beside 'right effusion'
-    would be a laterality conflict the extractor cannot represent)."""
+def _entity(vocab: Vocabulary, item: PoolItem, side: str | None) -> dict[str, str | None]:
+    """A present lateral entity gets a side (None when it is not known); an absence never does ('no left
+    effusion' beside 'right effusion' would be a laterality conflict the extractor cannot represent)."""
     lateral = item.assertion == "present" and vocab[item.name].lateral
     return {"name": item.name, "category": vocab[item.name].category, "assertion": item.assertion, "laterality": side if lateral else None}
