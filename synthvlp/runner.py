@@ -173,8 +173,11 @@ class Runner:
             self.console.print(f"{stage}: resumed, {skipped} units were already done")
 
     def _inputs(self, stage: str, unit: Unit) -> list[Path]:
-        if stage == "plan":
-            return []
+        if stage == "plan":  # a labelled set's label tables: an edited label file re-plans
+            spec = self.config.plan.labels
+            if spec is None:
+                return []
+            return sorted(spec.path.glob("*.csv*")) if spec.path.is_dir() else [spec.path]
         if stage == "reports":
             return [self.part("plan", unit)]
         if stage == "images":
