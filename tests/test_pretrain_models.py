@@ -58,7 +58,7 @@ def test_hf_text_tower_trains_both_objectives(tiny_bert_model, objective):
     tokens = tokenizer(["no pleural effusion.", "cardiomegaly"])
     features = model(torch.randn(2, 3, 32, 32), tokens)
     world = World(0, 1, 0, torch.device("cpu"))
-    global_loss, local_loss = _losses(features, PretrainSection(objective=objective), world)
+    global_loss, local_loss = _losses(features, None, PretrainSection(objective=objective), world)
     (global_loss + local_loss).backward()
     assert torch.isfinite(global_loss + local_loss)
     if objective == "gloria":
