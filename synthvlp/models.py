@@ -7,6 +7,7 @@ with ``open_clip.create_model_and_transforms``. Heavy imports stay inside functi
 from __future__ import annotations
 
 import logging
+from copy import deepcopy
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,34 @@ from synthvlp.errors import UserError
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 
 
+TOWER_KEY = "synthvlp_vision"
+"""Key of a model config whose image tower is ours (``synthvlp.convtower``), in place of open_clip's ``vision_cfg``."""
+
+
 @cache
-def register_model_configs() -> None:
-    """Make our JSON configs visible to open_clip (idempotent)."""
+def register_model_configs() -> dict[str, dict[str, Any]]:
+    """Make our JSON configs visible to open_clip (idempotent); returns {model name: config} of those with our tower.
+
+    open_clip's scan skips a JSON without ``vision_cfg``, so a config with ``TOWER_KEY`` instead is registered here,
+    with a one-layer placeholder ViT that ``build_clip`` replaces (its ``image_size`` sizes the transforms). open_clip
+    has no public call that takes a config dict; its registry dict is stable in the pinned 3.3 series, and a later
+    rescan (``add_model_config``) keeps these entries because it only rewrites the files it scans.
+    """
+    import json
+
     import open_clip
+    from open_clip import factory
 
     open_clip.add_model_config(MODEL_CONFIG_DIR)
+    ours = {}
+    for path in sorted(MODEL_CONFIG_DIR.glob("*.json")):
+        config = json.loads(path.read_text())
+        if TOWER_KEY in config:
+            size = config[TOWER_KEY]["image_size"]
+            placeholder = {"image_size": size, "layers": 1, "width": 8, "head_width": 8, "patch_size": size}
+            factory._MODEL_CONFIGS[path.stem] = {"embed_dim": config["embed_dim"], "vision_cfg": placeholder, "text_cfg": config["text_cfg"]}
+            ours[path.stem] = {**config, "vision_cfg": {"image_size": size}}
+    return ours
 
 
 def list_models() -> list[str]:
@@ -32,21 +55,25 @@ def list_models() -> list[str]:
 
 
 def model_config(name: str) -> dict[str, Any]:
-    register_model_configs()
+    """The model's config as its JSON states it; ours with ``TOWER_KEY`` also get ``vision_cfg.image_size``."""
+    towers = register_model_configs()
     import open_clip
 
     config = open_clip.get_model_config(name)
     if config is None:
         raise UserError(f"pretrain.model: unknown model {name!r}; `synthvlp models list` shows the available ones")
-    return config
+    return deepcopy(towers[name]) if name in towers else config
 
 
 def describe_model(name: str) -> str:
     """One line on a config's towers, for ``synthvlp models list``."""
     config = model_config(name)
     vision, text = config.get("vision_cfg", {}), config.get("text_cfg", {})
-    layers = vision.get("layers")
-    image = f"ResNet {layers}" if isinstance(layers, list) else f"ViT {layers}x{vision.get('width')} patch {vision.get('patch_size')}"
+    layers, tower = vision.get("layers"), config.get(TOWER_KEY)
+    if tower is not None:
+        image = f"CNN {tower.get('blocks')} width {tower.get('width')}, stride 8, mean-pooled"
+    else:
+        image = f"ResNet {layers}" if isinstance(layers, list) else f"ViT {layers}x{vision.get('width')} patch {vision.get('patch_size')}"
     words = f"HF {text['hf_model_name']}" if "hf_model_name" in text else f"transformer {text.get('layers')}x{text.get('width')}"
     return f"embed {config.get('embed_dim')}; image: {image} at {vision.get('image_size')} px; text: {words}"
 
@@ -69,8 +96,22 @@ def build_clip(name: str):
         model, preprocess_train, preprocess_eval = open_clip.create_model_and_transforms(name, pretrained=None)
     finally:
         logging.disable(previous)
+    tower = config.get(TOWER_KEY)
+    if tower is not None:
+        model.visual = _our_tower(tower, config, model.visual)
     tokenizer = open_clip.get_tokenizer(name)
     return model, preprocess_train, preprocess_eval, tokenizer
+
+
+def _our_tower(tower: dict[str, Any], config: dict[str, Any], placeholder):
+    """The image tower a ``TOWER_KEY`` config asks for, in place of open_clip's placeholder."""
+    from synthvlp.convtower import ConvTower
+
+    if tower.get("tower") != "convnet":
+        raise UserError(f"model config: {TOWER_KEY}.tower {tower.get('tower')!r} is unknown; the only one is 'convnet'")
+    visual = ConvTower(config["embed_dim"], tower["image_size"], int(tower.get("width", 32)), tuple(tower.get("blocks", (1, 1, 1, 1))))
+    visual.preprocess_cfg = placeholder.preprocess_cfg
+    return visual
 
 
 def load_weights(module, state_dict: dict[str, Any], path: Path, what: str) -> None:

@@ -27,6 +27,8 @@ class Features:
 def _image_block(clip: nn.Module) -> tuple[nn.Module, int]:
     """(module whose output holds region features, leading prefix tokens to drop)."""
     visual = clip.visual
+    if hasattr(visual, "trunk") and hasattr(visual, "dense"):  # synthvlp.convtower.ConvTower: (n, c, h, w)
+        return visual.trunk, 0
     if hasattr(visual, "layer4"):  # ModifiedResNet: (n, c, h, w) before attention pooling
         return visual.layer4, 0
     if hasattr(visual, "transformer"):  # VisionTransformer: (n, 1 + h*w, width), class token first

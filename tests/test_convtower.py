@@ -1,0 +1,89 @@
+"""Our CNN image tower: registered like open_clip's towers, mean of its location embeddings, stride 8, checkpoints,
+grounding and GLoRIA region features."""
+
+from __future__ import annotations
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from synthvlp.config import PretrainSection
+from synthvlp.convtower import ConvTower
+from synthvlp.errors import UserError
+from synthvlp.evaluation import grounding
+from synthvlp.models import build_clip, describe_model, list_models, load_clip_checkpoint, model_config, save_clip_checkpoint
+from synthvlp.pretrain.engine import build_model
+
+NAME = "synthvlp-cnn-tiny"
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    torch.manual_seed(0)
+    model, train, preprocess, tokenizer = build_clip(NAME)
+    return model.eval(), preprocess, tokenizer
+
+
+def test_registered_and_described():
+    assert NAME in list_models()
+    assert model_config(NAME)["vision_cfg"] == {"image_size": 64}
+    assert "CNN" in describe_model(NAME) and "stride 8" in describe_model(NAME)
+
+
+def test_survives_open_clip_rescanning_its_configs(tmp_path):
+    """open_clip's add_model_config rescans every folder; our tower configs must stay registered."""
+    open_clip.add_model_config(tmp_path)
+    model, *_ = build_clip(NAME)
+    assert isinstance(model.visual, ConvTower)
+
+
+def test_image_embedding_is_the_mean_of_an_8x8_grid(cnn):
+    model, _, _ = cnn
+    batch = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        dense = model.visual.dense(batch)
+        pooled = model.encode_image(batch)
+    assert tuple(dense.shape) == (3, 8, 8, 64)
+    torch.testing.assert_close(dense.mean(dim=(1, 2)), pooled, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grounding.dense_features(model, batch), dense)
+
+
+def test_checkpoint_round_trip(cnn, tmp_path):
+    model, _, _ = cnn
+    save_clip_checkpoint(tmp_path / "c.pt", NAME, model, steps=1)
+    loaded, preprocess, _ = load_clip_checkpoint(tmp_path / "c.pt")
+    batch = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_image(batch), model.encode_image(batch))
+    floor, _, _ = load_clip_checkpoint(tmp_path / "c.pt", random_init_seed=5)
+    with torch.no_grad():
+        assert not torch.allclose(floor.encode_image(batch), model.encode_image(batch))
+
+
+def test_grounding_maps_in_original_pixels(cnn):
+    model, preprocess, tokenizer = cnn
+    (heat,) = grounding.similarity_maps(model, preprocess, tokenizer, [Image.new("L", (80, 64), 90)], ["There is a nodule."])
+    assert heat.shape == (64, 80) and np.isfinite(heat[:, 10:70]).all()
+
+
+def test_gloria_takes_its_last_feature_map_as_regions():
+    model, _, _ = build_model(PretrainSection(model=NAME, objective="gloria"))
+    tokens = torch.ones(2, 77, dtype=torch.long)
+    features = model(torch.randn(2, 3, 64, 64), tokens)
+    assert tuple(features.regions.shape[:2]) == (2, 64)
+
+
+def test_blocks_must_name_every_stage():
+    with pytest.raises(ValueError, match="4 stage counts"):
+        ConvTower(32, 64, blocks=(1, 1))
+
+
+def test_unknown_tower_kind_is_named(monkeypatch):
+    from synthvlp import models
+
+    config = model_config(NAME)
+    config["synthvlp_vision"]["tower"] = "transformer"
+    with pytest.raises(UserError, match="'transformer' is unknown"):
+        models._our_tower(config["synthvlp_vision"], config, build_clip(NAME)[0].visual)
