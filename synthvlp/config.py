@@ -366,6 +366,8 @@ class EvaluateSection(Section):
                                         description="Prompt ensemble for 'class absent'; {name} is the class.")
     benchmarks: list[BenchmarkSpec] = Field(default_factory=list, description="Real benchmarks evaluated beside the synthetic test split.")
     grounding: bool = Field(True, description="Score zero-shot grounding wherever a set has regions: phantom masks on the synthetic split, boxes or masks on real benchmarks.")
+    grounding_map: Literal["similarity", "contribution"] = Field(
+        "contribution", description="'similarity': cosine of each location embedding with the text (BioViL); 'contribution': their dot product, each location's share of the image-text score for mean-pooled towers (CAM).")
     overlays: int = Field(8, ge=0, description="Grounding heat-map overlays drawn per benchmark.")
     finetune_fractions: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0], min_length=1, description="Label fractions of the linear probe (1%, 10%, 100%).")
     finetune_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="Seeds of the probe's training subsets; tables give a 95% t-interval over them.")

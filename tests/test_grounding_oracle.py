@@ -2,7 +2,8 @@
 
 The oracle's weights make every patch embedding ``[mean pixel value of the patch, c, 0, ...]`` and its text
 embedding ``[1, 0, ...]``, so the cosine similarity of a patch is ``m / sqrt(m^2 + c^2)``: it rises with the
-patch's brightness and nothing else. Its map must therefore peak on the brightest region, in original pixels,
+patch's brightness and nothing else (its dot product, the "contribution" map, is the brightness itself). Its map
+must therefore peak on the brightest region, in original pixels,
 after the real dense path (``dense_features``), the eval transform's resize and crop, and ``to_original``.
 """
 
@@ -70,14 +71,15 @@ def test_oracle_patch_similarity_is_its_brightness(oracle):
     torch.testing.assert_close(dense[0, 0, 0, :2], torch.tensor([0.0, 3.0]))
 
 
-def test_peak_lands_in_the_region_after_resize_and_crop(oracle):
+@pytest.mark.parametrize("kind", grounding.MAP_KINDS)
+def test_peak_lands_in_the_region_after_resize_and_crop(oracle, kind):
     # 100 wide x 140 high: Resize(64) -> 64x90, CenterCrop(64) drops 13 resized rows (~20 original) at each end.
     pixels = np.full((140, 100), 60, dtype=np.uint8)
     pixels[70:90, 15:35] = 200  # the region, inside the crop
     pixels[0:12, 40:80] = 255  # brighter, but cropped away: the model never sees it
     mask = np.zeros_like(pixels, dtype=bool)
     mask[70:90, 15:35] = True
-    (heat,) = grounding.similarity_maps(oracle, oracle.preprocess, oracle.tokenizer, [Image.fromarray(pixels)], ["the region"])
+    (heat,) = grounding.similarity_maps(oracle, oracle.preprocess, oracle.tokenizer, [Image.fromarray(pixels)], ["the region"], kind=kind)
     assert heat.shape == (140, 100)
     assert np.isnan(heat[:15]).all() and np.isnan(heat[-15:]).all()  # cut off by the crop: unseen, not scored
     score = grounding.score_region(heat, mask)
@@ -103,7 +105,7 @@ def test_real_benchmark_box_in_original_pixels(oracle, tmp_path):
     Image.fromarray(edited.astype(np.uint8)).save(path)
     one = LabelledSet("nih-oracle", [path], ["film"], [region.label], np.ones((1, 1), np.float32),
                       [type(region)(0, region.label, region.box)])
-    rows, summary = grounding.ground_set(oracle, oracle.preprocess, oracle.tokenizer, one, bootstrap=0)
+    rows, summary = grounding.ground_set(oracle, oracle.preprocess, oracle.tokenizer, one, bootstrap=0, kind="contribution")
     assert film.shape == (256, 256) and len(rows) == 1
     assert rows[0]["pointing"] == 1.0
     assert rows[0]["iou"] > 3 * rows[0]["chance"]  # far above a map that marks the whole film

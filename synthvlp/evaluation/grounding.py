@@ -1,6 +1,8 @@
 """Zero-shot phrase grounding: text-to-patch similarity maps in original pixels, scored against region masks.
 
-A map is the cosine similarity between the text embedding and each patch embedding in the joint space. For an
+A map compares the text embedding with each patch (location) embedding in the joint space, by cosine
+("similarity") or by dot product ("contribution", each location's share of the score when the image embedding is
+their mean; ``similarity_maps``). For an
 open_clip ``VisionTransformer`` the patch tokens go through ``ln_post`` and ``proj``, exactly as the pooled token
 does; for a ``ModifiedResNet`` the last feature map goes through the attention pool's value and output
 projections (MaskCLIP's trick: the pool's query/key only weight locations, the value path is what is projected).
@@ -40,6 +42,7 @@ from synthvlp.evaluation.benchmarks.base import LabelledSet, Region
 THRESHOLDS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 METRICS = ("pointing", "chance", "iou", "dice", "cnr")
 DEFAULT_SIGMA = 0.5
+MAP_KINDS = ("similarity", "contribution")
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,11 @@ def dense_features(model, batch):
     from open_clip.modified_resnet import ModifiedResNet
     from open_clip.transformer import VisionTransformer
 
+    from synthvlp.convtower import ConvTower
+
     visual = model.visual
+    if isinstance(visual, ConvTower):  # the image embedding is the mean of these
+        return visual.dense(batch)
     if isinstance(visual, VisionTransformer):
         if visual.attn_pool is not None or visual.proj is None:
             raise UserError("grounding: ViTs with an attentional pooler or without a projection are not supported")
@@ -137,13 +144,17 @@ def dense_features(model, batch):
         pool = visual.attnpool
         return pool.c_proj(pool.v_proj(features.permute(0, 2, 3, 1)))
     raise UserError(f"grounding: image tower {type(visual).__name__} is not supported "
-                    "(open_clip VisionTransformer or ModifiedResNet only)")
+                    "(open_clip VisionTransformer or ModifiedResNet, or synthvlp's ConvTower)")
 
 
 def similarity_maps(model, preprocess, tokenizer, images: Sequence, phrases: Sequence[str], batch_size: int = 32,
-                    sigma: float = DEFAULT_SIGMA) -> list[np.ndarray]:
+                    sigma: float = DEFAULT_SIGMA, kind: str = "similarity") -> list[np.ndarray]:
     """One float32 (H, W) map per (images[i], phrases[i]) pair, in that image's original pixels.
 
+    ``kind`` "similarity" is the cosine of each location embedding with the text (BioViL, MaskCLIP);
+    "contribution" is their dot product without normalising the location: for a tower whose image embedding is
+    the mean of its location embeddings (``ConvTower``, a mean-pooled ViT) it is each location's additive share of
+    the image-text score, CAM's map, and a location that carries little signal cannot win by its direction alone.
     The model is put in eval mode for the call (BatchNorm and dropout must not see these batches) and restored.
     """
     import torch
@@ -152,6 +163,8 @@ def similarity_maps(model, preprocess, tokenizer, images: Sequence, phrases: Seq
 
     if len(images) != len(phrases):
         raise ValueError(f"similarity_maps: {len(images)} images but {len(phrases)} phrases; they are paired")
+    if kind not in MAP_KINDS:
+        raise ValueError(f"similarity_maps: kind {kind!r} is not one of {MAP_KINDS}")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -161,7 +174,9 @@ def similarity_maps(model, preprocess, tokenizer, images: Sequence, phrases: Seq
             for begin in range(0, len(images), batch_size):
                 prepared = [preprocess_with_frame(preprocess, image.convert("RGB")) for image in images[begin:begin + batch_size]]
                 batch = torch.stack([tensor for tensor, _ in prepared]).to(device)
-                patches = F.normalize(dense_features(model, batch).float(), dim=-1)
+                patches = dense_features(model, batch).float()
+                if kind == "similarity":
+                    patches = F.normalize(patches, dim=-1)
                 text = model.encode_text(tokenizer(list(phrases[begin:begin + batch_size])).to(device), normalize=True).float()
                 grids = torch.einsum("bhwd,bd->bhw", patches, text).cpu().numpy()
                 for grid, (_, frame) in zip(grids, prepared):
@@ -232,7 +247,7 @@ def region_masks(labelled: LabelledSet, regions: Sequence[Region], images: Seque
 
 def ground_set(model, preprocess, tokenizer, labelled: LabelledSet, prompt_for: Callable[[str], str] = label_prompt,
                use_phrases: bool = True, batch_size: int = 32, sigma: float = DEFAULT_SIGMA, bootstrap: int = 200,
-               seed: int = 0) -> tuple[list[dict], list[dict]]:
+               seed: int = 0, kind: str = "similarity") -> tuple[list[dict], list[dict]]:
     """(a row per scored region, a row per label plus ``all``) for every region of ``labelled``.
 
     Maps are computed and scored one batch at a time and dropped (original-size maps of a whole benchmark do not
@@ -250,7 +265,7 @@ def ground_set(model, preprocess, tokenizer, labelled: LabelledSet, prompt_for: 
             if not mask.any():
                 skipped[region.label] = skipped.get(region.label, 0) + 1
         texts = [region_text(chunk[k], prompt_for, use_phrases) for k in keep]
-        maps = similarity_maps(model, preprocess, tokenizer, [images[k] for k in keep], texts, batch_size, sigma)
+        maps = similarity_maps(model, preprocess, tokenizer, [images[k] for k in keep], texts, batch_size, sigma, kind)
         for k, text, heat in zip(keep, texts, maps):
             rows.append({"image": labelled.ids[chunk[k].image], "label": chunk[k].label, "text": text,
                          **score_region(heat, masks[k])})

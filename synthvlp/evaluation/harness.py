@@ -90,12 +90,13 @@ def ground(loaded: LoadedModel, labelled: LabelledSet, settings: EvaluateSection
         return settings.positive_prompts[0].format(name=label)
 
     rows, summary = ground_set(loaded.model, loaded.preprocess, loaded.tokenizer, labelled, prompt_for=prompt_for,
-                               bootstrap=settings.bootstrap, seed=seed)
+                               bootstrap=settings.bootstrap, seed=seed, kind=settings.grounding_map)
     written = [_write_csv(out / "grounding.csv", summary), _write_csv(out / "grounding_regions.csv", rows)]
     shown = [r for r in labelled.regions if r.box is not None or r.mask is not None][: settings.overlays]
     if shown:
         images = [labelled.open(r.image) for r in shown]
-        maps = similarity_maps(loaded.model, loaded.preprocess, loaded.tokenizer, images, [region_text(r, prompt_for) for r in shown])
+        maps = similarity_maps(loaded.model, loaded.preprocess, loaded.tokenizer, images, [region_text(r, prompt_for) for r in shown],
+                               kind=settings.grounding_map)
         plot_overlays(labelled, maps, shown, out / "overlays.png", n=len(shown))
         written.append(out / "overlays.png")
     return written
