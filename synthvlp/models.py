@@ -71,7 +71,7 @@ def describe_model(name: str) -> str:
     vision, text = config.get("vision_cfg", {}), config.get("text_cfg", {})
     layers, tower = vision.get("layers"), config.get(TOWER_KEY)
     if tower is not None:
-        image = f"CNN {tower.get('blocks')} width {tower.get('width')}, stride 8, mean-pooled"
+        image = f"CNN {tower.get('blocks')} width {tower.get('width')}, stride {tower.get('output_stride', 8)}, mean-pooled"
     else:
         image = f"ResNet {layers}" if isinstance(layers, list) else f"ViT {layers}x{vision.get('width')} patch {vision.get('patch_size')}"
     words = f"HF {text['hf_model_name']}" if "hf_model_name" in text else f"transformer {text.get('layers')}x{text.get('width')}"
@@ -109,7 +109,8 @@ def _our_tower(tower: dict[str, Any], config: dict[str, Any], placeholder):
 
     if tower.get("tower") != "convnet":
         raise UserError(f"model config: {TOWER_KEY}.tower {tower.get('tower')!r} is unknown; the only one is 'convnet'")
-    visual = ConvTower(config["embed_dim"], tower["image_size"], int(tower.get("width", 32)), tuple(tower.get("blocks", (1, 1, 1, 1))))
+    visual = ConvTower(config["embed_dim"], tower["image_size"], int(tower.get("width", 32)), tuple(tower.get("blocks", (1, 1, 1, 1))),
+                       int(tower.get("output_stride", 8)))
     visual.preprocess_cfg = placeholder.preprocess_cfg
     return visual
 

@@ -87,3 +87,21 @@ def test_unknown_tower_kind_is_named(monkeypatch):
     config["synthvlp_vision"]["tower"] = "transformer"
     with pytest.raises(UserError, match="'transformer' is unknown"):
         models._our_tower(config["synthvlp_vision"], config, build_clip(NAME)[0].visual)
+
+
+@pytest.mark.parametrize("output_stride", [8, 4])
+def test_a_location_is_centred_on_its_cell(output_stride):
+    """Grounding draws location (i, j) over its cell's centre; the pixels it responds to must centre there too
+    (a strided 3x3 convolution would shift them half a step per downsampling)."""
+    torch.manual_seed(0)
+    tower = ConvTower(8, 64, 16, output_stride=output_stride).eval()
+    cell = 24 // output_stride
+    response = torch.zeros(64, 64)
+    for _ in range(10):
+        images = torch.randn(1, 3, 64, 64, requires_grad=True)
+        tower.dense(images)[0, cell, cell].sum().backward()
+        response += images.grad.abs().sum(dim=(0, 1))
+    rows, cols = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    centre = cell * output_stride + (output_stride - 1) / 2
+    assert abs(float((response * rows).sum() / response.sum()) - centre) < 1.0
+    assert abs(float((response * cols).sum() / response.sum()) - centre) < 1.0
