@@ -81,20 +81,21 @@ def test_cli_names_a_bad_key_in_the_rasd_config(tmp_path):
     assert result.exit_code != 0 and "train.stepz: unknown key" in str(result.exception) + result.output
 
 
-def test_clip_tower_pretrained_by_rasd_initialises_a_medvlp_model(tmp_path):
-    """Both seeds in one model: RaSD trains an open_clip image tower, pretrain.image_encoder loads it."""
+@pytest.mark.parametrize("model_name", ["synthvlp-tiny", "synthvlp-cnn-tiny"])
+def test_clip_tower_pretrained_by_rasd_initialises_a_medvlp_model(tmp_path, model_name):
+    """Both seeds in one model: RaSD trains an open_clip (or our CNN) image tower, pretrain.image_encoder loads it."""
     from synthvlp.config import PretrainSection
     from synthvlp.pretrain.engine import build_model
 
     config = RaSDConfig(
         fields=FieldsConfig(num_labels=5),
         stream=StreamConfig(spatial_size=(48, 48), batch_size=2, seed=1),
-        backbone=BackboneConfig(name="clip", clip_model="synthvlp-tiny", out_channels=8),
+        backbone=BackboneConfig(name="clip", clip_model=model_name, out_channels=8),
         train=TrainConfig(out_dir=str(tmp_path / "rasd"), steps=2, checkpoint_every=2, threads=1, tensorboard=False, lr=1e-3),
     )
     result = train_rasd(config, say=lambda s: None)
     trained, _ = load_backbone(result.backbone)
-    model, _, _ = build_model(PretrainSection(model="synthvlp-tiny", image_encoder=tmp_path / "rasd" / "encoder.pt"))
+    model, _, _ = build_model(PretrainSection(model=model_name, image_encoder=tmp_path / "rasd" / "encoder.pt"))
     tower = model.clip.visual.state_dict()
     for key, value in trained.visual.state_dict().items():
         assert torch.equal(tower[key], value), key

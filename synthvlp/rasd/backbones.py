@@ -48,7 +48,7 @@ def build_backbone(config: BackboneConfig | None = None, spatial_dims: int = 3) 
 
 class TowerDense(nn.Module):
     """An open_clip image tower as a dense network: the tower's last feature map (patch tokens after ``ln_post``
-    for a ViT, layer4 for a ResNet, via open_clip's ``forward_intermediates``), a 1x1 projection to
+    for a ViT, layer4 for a ResNet, via open_clip's ``forward_intermediates``; the trunk of our ``ConvTower``), a 1x1 projection to
     ``out_channels`` and bilinear upsampling back to the input size. Inputs in [0, 1], one or three channels, are
     resized to the tower's image size and normalised with its own mean and std, as its eval transform would."""
 
@@ -66,6 +66,10 @@ class TowerDense(nn.Module):
         self.head = nn.Conv2d(channels, out_channels, kernel_size=1)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
+        from synthvlp.convtower import ConvTower
+
+        if isinstance(self.visual, ConvTower):  # synthvlp's CNN tower: its trunk's last feature map
+            return self.visual.trunk(x)
         out = self.visual.forward_intermediates(x, indices=1, intermediates_only=True, normalize_intermediates=True)
         return out["image_intermediates"][-1]
 
