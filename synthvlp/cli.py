@@ -442,9 +442,11 @@ def finetune(
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (their evaluate/) or folders written by synthvlp evaluate.", show_default=False)],
     out: Annotated[Path | None, typer.Option(help="Also write the tables as Markdown to this file.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Also plot each run's mean AUC (zero-shot, linear probe, random-init floor) per benchmark to this PNG.")] = None,
 ) -> None:
-    """Zero-shot AUC of several runs side by side, one table per benchmark (e.g. real vs synthetic vs mixed)."""
-    from synthvlp.evaluation.compare import compare_runs, tables_markdown
+    """Zero-shot AUC of several runs side by side, one table per benchmark (e.g. real vs synthetic vs mixed), with
+    each run's mean, random-init floor and linear probe under the classes."""
+    from synthvlp.evaluation.compare import compare_runs, plot_comparison, tables_markdown
     from synthvlp.store import write_text_atomic
 
     tables = compare_runs(runs)
@@ -458,6 +460,9 @@ def compare(
     if out is not None:
         write_text_atomic(out, tables_markdown(tables))
         console.print(f"written {out}")
+    if plot is not None:
+        plot_comparison(runs, plot)
+        console.print(f"written {plot}")
 
 
 @app.command()

@@ -311,7 +311,7 @@ class PretrainSection(Section):
     mix: Literal["ratio", "concat"] = Field("concat", description="mixed: 'concat' visits every sample of both sets once per epoch; 'ratio' draws each sample from real with probability real_fraction.")
     real_fraction: float = Field(0.5, ge=0.0, le=1.0, description="mix=ratio: probability that a training sample is real.")
     real: RealDataSection | None = Field(None, description="The real dataset (recipes real and mixed).")
-    shards: list[Path] | None = Field(None, description="Synthetic WebDataset shards; None means the run's dataset/train-*.tar.")
+    shards: list[Path] | None = Field(None, description="WebDataset shards to train on, glob patterns allowed (e.g. other runs' dataset/train-*.tar, for mixed recipes); None means this run's dataset/train-*.tar.")
     epochs: int = Field(4, ge=1)
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimiser steps (None: epochs x steps per epoch).")
     batch_size: int = Field(64, ge=2, description="Global batch (all processes together) per optimiser step.")

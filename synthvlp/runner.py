@@ -111,6 +111,23 @@ class Runner:
     def image_shard(self, unit: Unit) -> Path:
         return self.run_dir / "images" / f"shard-{unit.index:06d}.tar"
 
+    def training_shards(self) -> list[Path]:
+        """``pretrain.shards`` with glob patterns expanded (other runs' shards, for mixed recipes), else this run's
+        exported training shards. A pattern matching nothing is an error naming it."""
+        patterns = self.config.pretrain.shards
+        if not patterns:
+            return self.dataset_shards("train")
+        shards: list[Path] = []
+        for pattern in patterns:
+            if not any(c in str(pattern) for c in "*?["):
+                shards.append(pattern)
+                continue
+            matched = sorted(Path(pattern.anchor or ".").glob(str(pattern.relative_to(pattern.anchor)) if pattern.anchor else str(pattern)))
+            if not matched:
+                raise UserError(f"pretrain.shards: {pattern} matches no file; make those shards first (their run's balance stage)")
+            shards.extend(matched)
+        return shards
+
     def dataset_shards(self, split: str) -> list[Path]:
         selection = self.run_dir / "parts" / "balance" / "selection.parquet"
         if not selection.exists():
@@ -383,7 +400,7 @@ class Runner:
             real = [settings.real.csv] if settings.real is not None and settings.recipe != "synthetic" else []
             if settings.recipe == "real":
                 return real
-            shards = list(settings.shards or self.dataset_shards("train"))
+            shards = self.training_shards()
             if not shards:
                 raise UserError("pretrain needs exported training shards; run the balance stage first")
             return shards + real
@@ -437,7 +454,7 @@ class Runner:
         from synthvlp.pretrain.engine import planned_samples, train
 
         settings = self.config.pretrain
-        shards = settings.shards or self.dataset_shards("train")
+        shards = self.training_shards()
         out = self.run_dir / "pretrain"
         with self._progress("pretrain", planned_samples(settings, shards, self.config.run.seed)) as advance:
             result = train(settings, shards, out, seed=self.config.run.seed, advance=advance, say=self.console.print)
@@ -460,11 +477,12 @@ class Runner:
         loaded = LoadedModel(*load_clip_checkpoint(checkpoint))
         floor = LoadedModel(*load_clip_checkpoint(checkpoint, random_init_seed=self.config.run.seed)) if settings.floor else None
         test_shards = self.dataset_shards("test")
-        if not test_shards:
-            raise UserError("evaluate: the test split is empty; raise run.test_fraction or run.n_samples")
+        if not test_shards and not settings.benchmarks:
+            raise UserError("evaluate: the run has no test split and evaluate.benchmarks is empty; raise run.test_fraction "
+                            "or list the held-out sets to score (e.g. the test split of the runs a mixed recipe trains on)")
         own = "synthetic-test" if self.config.plan.labels is None else "real-test"
-        sets = [(own, None)]  # (title, BenchmarkSpec or None for our own test split)
-        skipped = []
+        sets = [(own, None)] if test_shards else []  # (title, BenchmarkSpec or None for our own test split)
+        skipped = [] if test_shards else ["the run's own test split: it has none (its training data comes from elsewhere)"]
         for spec in settings.benchmarks:
             title = spec.title or spec.name
             if not spec.path.exists():

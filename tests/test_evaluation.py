@@ -239,3 +239,22 @@ def test_segmentation_command_on_real_lung_masks(tiny_checkpoint, tmp_path):
     rows = read_csv(tmp_path / "seg" / "covid-lungs" / "segmentation.csv")
     assert {r["init"] for r in rows} == {"pretrained", "scratch"} and all(0 <= float(r["dice_mean"]) <= 1 for r in rows)
     assert "| 100% |" in (tmp_path / "seg" / "finetune.md").read_text()
+
+
+def test_compare_puts_floor_and_linear_probe_under_the_classes_and_plots(tmp_path):
+    from synthvlp.evaluation.compare import plot_comparison
+
+    _fake_results(tmp_path / "real" / "evaluate", "nih", {"nodule": 0.8, "mass": 0.7})
+    folder = tmp_path / "real" / "evaluate" / "nih"
+    summary = json.loads((folder / "summary.json").read_text())
+    summary.update({"floor_mean_auc": 0.51, "floor_mean_auc_ci": [0.45, 0.57], "classes_in_mean": ["nodule"]})
+    (folder / "summary.json").write_text(json.dumps(summary))
+    rows = ["protocol,fraction,seed,class,auc"] + [f"linear-probe,1.0,{seed},nodule,{auc}" for seed, auc in ((0, 0.7), (1, 0.8))]
+    rows += ["linear-probe,1.0,0,mass,0.2", "linear-probe,0.1,0,nodule,0.1"]  # outside the mean's classes / another fraction
+    (folder / "finetune.csv").write_text("\n".join(rows) + "\n")
+    _fake_results(tmp_path / "synthetic" / "evaluate", "nih", {"nodule": 0.6})
+    table = compare_runs([tmp_path / "real", tmp_path / "synthetic"])["nih"]
+    assert table[-2] == ["random-init floor", "0.510 (0.450-0.570)", "-"]
+    assert table[-1][0] == "linear probe, 100% labels" and table[-1][1].startswith("0.750 (") and table[-1][2] == "-"
+    plot_comparison([tmp_path / "real", tmp_path / "synthetic"], tmp_path / "compare.png")
+    assert (tmp_path / "compare.png").read_bytes().startswith(b"\x89PNG")

@@ -150,3 +150,24 @@ def test_names_places_and_the_comparison_corpus_do_not_change_fingerprints(tmp_p
     for stage in STAGE_SECTIONS:
         assert base.fingerprint(stage) == other.fingerprint(stage)
         assert base.fingerprint(stage) != changed.fingerprint(stage)
+
+
+def test_a_run_trains_on_other_runs_shards_by_glob_and_scores_their_test_split(write_config, tmp_path):
+    """A mixed recipe: no data stages of its own, pretrain.shards globs another run's shards, and evaluate scores
+    the benchmarks listed (that run's test split) since it has no test split of its own."""
+    source = make_runner(write_config(tmp_path / "source"))
+    source.run(DATA_STAGES)
+    pattern = str(tmp_path / "source" / "dataset" / "train-*.tar")
+    mixed = make_runner(write_config(tmp_path / "mixed", name="mixed.yaml", pretrain={"shards": [pattern]}, evaluate={
+        "bootstrap": 10, "benchmarks": [{"name": "shards", "path": str(tmp_path / "source" / "dataset"), "split": "test", "title": "source-test"}]}))
+    assert mixed.training_shards() == sorted((tmp_path / "source" / "dataset").glob("train-*.tar"))
+    mixed.run(("pretrain", "evaluate"))
+    assert (tmp_path / "mixed" / "evaluate" / "source-test" / "zeroshot.csv").exists()
+    assert not (tmp_path / "mixed" / "evaluate" / "synthetic-test").exists()
+    assert "own test split" in (tmp_path / "mixed" / "evaluate" / "skipped.json").read_text()
+
+
+def test_a_shard_pattern_matching_nothing_is_named(write_config, tmp_path):
+    runner = make_runner(write_config(pretrain={"shards": [str(tmp_path / "nowhere" / "train-*.tar")]}))
+    with pytest.raises(UserError, match="nowhere/train-\\*.tar matches no file"):
+        runner.training_shards()

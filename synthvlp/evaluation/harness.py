@@ -152,18 +152,23 @@ def write_finetune(rows: list[dict], out: Path, name: str) -> Path:
     return _write_csv(out / f"{name}.csv", rows)
 
 
-def _interval(values: list[float]) -> str:
-    """Mean and 95% t-interval over seeds (just the mean for one seed)."""
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """(mean, low, high): the mean over seeds and its 95% t-interval (NaN bounds for fewer than two values)."""
     values = [v for v in values if v == v]
     if not values:
-        return "n/a"
+        return (float("nan"),) * 3
     mean = float(np.mean(values))
     if len(values) < 2:
-        return f"{mean:.3f}"
+        return mean, float("nan"), float("nan")
     from scipy.stats import t
 
     half = float(t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values)))
-    return f"{mean:.3f} ({mean - half:.3f}-{mean + half:.3f})"
+    return mean, mean - half, mean + half
+
+
+def _interval(values: list[float]) -> str:
+    """Mean and 95% t-interval over seeds (just the mean for one seed)."""
+    return mean_text(*t_interval(values))
 
 
 def finetune_markdown(folder: Path) -> list[str]:
