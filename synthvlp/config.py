@@ -423,6 +423,32 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+EXTENDS = "extends"
+"""Top-level key naming a config file (relative to this one) whose settings this file starts from."""
+
+
+def _read_config_file(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """``_read_yaml`` plus ``extends``: the named base is read first and this file's sections are merged over it
+    (mappings key by key, any other value replaced), so a family of configs states what they share once."""
+    data = _read_yaml(path)
+    base = data.pop(EXTENDS, None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: {EXTENDS} must be a path to another config file, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in chain or base_path == path.resolve():
+        raise ConfigError(f"{path}: {EXTENDS} {base!r} leads back to a file that extends it")
+    return _merge(_read_config_file(base_path, (*chain, path.resolve())), data)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
 def apply_override(data: dict[str, Any], override: str) -> None:
     """Set ``a.b.c=value`` in ``data``; the value is parsed as YAML, so ``x=3`` is an int and ``x=[a,b]`` a list."""
     key, sep, raw = override.partition("=")
@@ -469,7 +495,7 @@ def load_config(path: Path | str | None, overrides: list[str] | tuple[str, ...] 
     """Read, override and validate a run config (or another ``model``, e.g. a RaSD config); ``path=None``
     starts from the embedded defaults."""
     source = str(path) if path is not None else "defaults"
-    data = _read_yaml(Path(path)) if path is not None else {}
+    data = _read_config_file(Path(path)) if path is not None else {}
     for override in overrides:
         apply_override(data, override)
     if overrides:

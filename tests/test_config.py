@@ -68,3 +68,20 @@ def test_diff_and_dump_round_trip(tmp_path):
     path.write_text(dump_yaml(config))
     assert load_config(path) == config
     assert diff_configs(RunConfig().to_plain(), config.to_plain()) == ["run.seed: 0 -> 5"]
+
+
+def test_a_config_extends_a_base_and_overrides_it_key_by_key(tmp_path):
+    (tmp_path / "base.yaml").write_text("run:\n  seed: 3\n  n_samples: 50\npretrain:\n  epochs: 7\n  lr: 0.01\n")
+    (tmp_path / "real.yaml").write_text("extends: base.yaml\nrun:\n  n_samples: 20\npretrain:\n  lr: 0.002\n")
+    config = load_config(tmp_path / "real.yaml", ["pretrain.epochs=2"])
+    assert (config.run.seed, config.run.n_samples, config.pretrain.epochs, config.pretrain.lr) == (3, 20, 2, 0.002)
+
+
+def test_extends_cycles_and_missing_bases_are_named(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="leads back"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
+        load_config(tmp_path / "c.yaml")
