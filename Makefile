@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.synthvlp-installed
 
-.PHONY: demo test test-slow bench clean-runs
+.PHONY: demo test test-slow bench clean-runs syncxr
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,3 +22,15 @@ test-slow: $(STAMP)
 
 clean-runs:
 	rm -rf runs/
+
+# The SynCXR table at small scale (docs/syncxr.md): every recipe of configs/syncxr/ at equal steps, then one table.
+syncxr: $(STAMP)
+	$(VENV)/bin/synthvlp run configs/syncxr/synthetic.yaml
+	$(VENV)/bin/synthvlp run configs/syncxr/synthetic-4x.yaml --stages plan,reports,images,filter,balance
+	$(VENV)/bin/synthvlp run configs/syncxr/real.yaml
+	$(VENV)/bin/synthvlp run configs/syncxr/mixed.yaml --stages pretrain,evaluate
+	$(VENV)/bin/synthvlp run configs/syncxr/mixed-4x.yaml --stages pretrain,evaluate
+	$(VENV)/bin/synthvlp pretrain rasd configs/rasd-2d.yaml backbone.name=clip backbone.clip_model=synthvlp-cnn-tiny train.out_dir=runs/syncxr/rasd
+	$(VENV)/bin/synthvlp run configs/syncxr/mixed-rasd.yaml --stages pretrain,evaluate
+	$(VENV)/bin/synthvlp compare runs/syncxr/real runs/syncxr/synthetic runs/syncxr/mixed runs/syncxr/mixed-4x runs/syncxr/mixed-rasd \
+		--out runs/syncxr/table.md --plot runs/syncxr/table.png

@@ -85,3 +85,11 @@ def test_extends_cycles_and_missing_bases_are_named(tmp_path):
     (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
     with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
         load_config(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(REPO) for p in (REPO / "configs").rglob("*.yaml") if p.name != "rasd-2d.yaml"))
+def test_every_shipped_run_config_loads(path):
+    config = load_config(REPO / path)
+    if path.parent.name == "syncxr" and path.name != "base.yaml":  # the table's recipes share the base's training
+        assert (config.pretrain.model, config.pretrain.max_steps, config.pretrain.targets) == ("synthvlp-cnn-tiny", 500, "labels")
+        assert str(config.run.out_dir).startswith("runs/syncxr/")
