@@ -57,7 +57,7 @@ def evaluate_set(loaded: LoadedModel, labelled: LabelledSet, classes: Sequence[s
     plot_roc(probabilities, labelled.labels, labelled.classes, roc, title=f"Zero-shot ROC: {out.name}")
     summary = {"benchmark": out.name, "source": labelled.name, "images": len(labelled), "missing": len(labelled.missing),
                "missing_examples": labelled.missing[:5], "classes_lacking": lacking, "regions": len(labelled.regions),
-               "min_positives": settings.min_positives,
+               "min_positives": settings.min_positives, "grounding_map": settings.grounding_map,
                **mean_auc_interval(probabilities, labelled.labels, labelled.classes, settings.min_positives, settings.bootstrap, seed)}
     (out / "zeroshot_floor.csv").unlink(missing_ok=True)
     if floor is not None:
@@ -246,17 +246,20 @@ def results_markdown(root: Path, link_prefix: str = "") -> list[str]:
                 line += f"; a randomly initialised model of the same architecture: {mean_text(summary['floor_mean_auc'], *summary['floor_mean_auc_ci'])}"
             lines += ["", line + ". F1/ACC/MCC 'best' use the threshold that maximises F1 on these images (optimistic)."]
         lines += ["", f"![ROC curves]({link_prefix}{folder.name}/roc.png)", ""]
-        lines += _grounding_markdown(folder, summary["benchmark"], link_prefix)
+        lines += _grounding_markdown(folder, summary["benchmark"], link_prefix, summary.get("grounding_map", "similarity"))
         lines += finetune_markdown(folder)
     return lines
 
 
-def _grounding_markdown(folder: Path, benchmark: str, link_prefix: str) -> list[str]:
+_MAP_TEXT = {"contribution": "dot product: each location's share of the image-text score", "similarity": "cosine similarity"}
+
+
+def _grounding_markdown(folder: Path, benchmark: str, link_prefix: str, map_kind: str) -> list[str]:
     path = folder / "grounding.csv"
     if not path.exists():
         return []
     lines = [f"### Zero-shot grounding: {benchmark}", "",
-             "Text-to-patch similarity against the truth regions (phantom masks on synthetic data; a box or mask on real data). "
+             f"Text-to-location maps ({_MAP_TEXT.get(map_kind, map_kind)}) against the truth regions (phantom masks on synthetic data; a box or mask on real data). "
              "Pointing game: the map's peak inside the region, beside its chance level (the share of the film the region covers); IoU and Dice: mean over thresholds 0.1-0.9 of the min-max "
              "normalised map; CNR: |mean in - mean out| / sqrt(var in + var out). 95% CIs by bootstrap over regions.", "",
              "| label | regions | pointing | chance | IoU | Dice | CNR |", "|---|---|---|---|---|---|---|"]
