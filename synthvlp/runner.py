@@ -18,6 +18,7 @@ Run folder layout::
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import math
@@ -122,7 +123,7 @@ class Runner:
             if not any(c in str(pattern) for c in "*?["):
                 shards.append(pattern)
                 continue
-            matched = sorted(Path(pattern.anchor or ".").glob(str(pattern.relative_to(pattern.anchor)) if pattern.anchor else str(pattern)))
+            matched = sorted(Path(p) for p in glob.glob(str(pattern)))
             if not matched:
                 raise UserError(f"pretrain.shards: {pattern} matches no file; make those shards first (their run's balance stage)")
             shards.extend(matched)
