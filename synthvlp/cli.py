@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from synthvlp import __version__
 from synthvlp.config import STAGES, dump_yaml, load_config
@@ -28,6 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every subcommand
 )
 config_app = typer.Typer(help="Inspect run configs.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -68,22 +71,24 @@ def run(
 
 @app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="A run folder (the config's run.out_dir).", show_default=False)]) -> None:
-    """Show each stage of a run as done, partial or todo, with counts."""
+    """Show each stage of a run as done, partial, stale (its settings or inputs changed since it ran) or todo, with counts."""
     from synthvlp.runfolder import open_existing_run
     from synthvlp.runner import PER_UNIT_STAGES, Runner
 
     runner = Runner(open_existing_run(run_dir), run_dir, console=console)
     table = Table(title=f"{run_dir}")
-    for column in ("stage", "state", "units done", "samples done"):
+    for column in ("stage", "state", "units done", "samples done", "note"):
         table.add_column(column)
     units = runner.units()
     for stage in STAGES:
         names = [u.name for u in units] if stage in PER_UNIT_STAGES else ["global"]
         done = [runner.ledger.is_recorded(stage, n) for n in names]
         samples = sum(u.size for u, d in zip(units, done, strict=False) if d) if stage in PER_UNIT_STAGES else None
-        state = "done" if all(done) else "partial" if any(done) else "todo"
-        style = {"done": "green", "partial": "yellow", "todo": "dim"}[state]
-        table.add_row(stage, f"[{style}]{state}", f"{sum(done)}/{len(names)}", "-" if samples is None else f"{samples}/{runner.config.run.n_samples}")
+        stale = runner.stale(stage)
+        state = "stale" if stale else "done" if all(done) else "partial" if any(done) else "todo"
+        style = {"done": "green", "partial": "yellow", "stale": "red", "todo": "dim"}[state]
+        table.add_row(stage, f"[{style}]{state}", f"{sum(done)}/{len(names)}", "-" if samples is None else f"{samples}/{runner.config.run.n_samples}",
+                      f"{stale}; synthvlp run redoes it" if stale else "")
     Console().print(table)
 
 
@@ -117,57 +122,74 @@ def models_list(ours: Annotated[bool, typer.Option("--ours", help="Only synthvlp
             typer.echo(name)
 
 
-@app.command(
+class _DefaultCommandGroup(TyperGroup):
+    """A group whose first argument, when it names no subcommand, goes to a default one: ``synthvlp pretrain
+    CONFIG`` trains the CLIP/GLoRIA model and ``synthvlp pretrain rasd RASD_CONFIG`` is a real subcommand."""
+
+    default = "model"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        command = self.commands[self.default]
+        command.format_help(click.Context(command, info_name=ctx.info_name, parent=ctx.parent), formatter)
+
+
+pretrain_app = typer.Typer(
+    cls=_DefaultCommandGroup, no_args_is_help=True,
+    help="Pre-train a CLIP/ConVIRT or GLoRIA model on a run's data (synthvlp pretrain CONFIG), or an image encoder with RaSD (synthvlp pretrain rasd RASD_CONFIG).",
+)
+app.add_typer(pretrain_app, name="pretrain")
+
+
+@pretrain_app.command(
+    "model", hidden=True,
     epilog=(
         "One process: synthvlp pretrain CONFIG. Several (one per GPU, or CPU processes over gloo): "
         "torchrun --nproc_per_node 2 -m synthvlp.cli pretrain CONFIG. pretrain.batch_size is the global batch. "
-        "RaSD: synthvlp pretrain rasd RASD_CONFIG [overrides] (see configs/rasd-2d.yaml and docs/rasd.md); "
-        "torchrun works the same way."
-    )
+        "RaSD: synthvlp pretrain rasd RASD_CONFIG \\[overrides] (see synthvlp pretrain rasd -h, configs/rasd-2d.yaml and docs/rasd.md)."
+    ),
 )
 def pretrain(
     config: ConfigArg,
     overrides: Annotated[list[str] | None, typer.Argument(help="key.path=value overrides, e.g. pretrain.objective=gloria.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option(help="Retrain in a run folder made by a different config (e.g. another pretrain.objective); the new config is recorded and the evaluate stage becomes stale.")] = False,
 ) -> None:
     """Pre-train a CLIP/ConVIRT or GLoRIA model as CONFIG's pretrain section says, into run.out_dir/pretrain.
 
-    With the word rasd first (synthvlp pretrain rasd RASD_CONFIG), pre-train a dense image encoder on randomized synthetic structures instead (RaSD), into the config's train.out_dir.
+    This is the run's pretrain stage (synthvlp run CONFIG --stages pretrain): it is recorded in the run folder like any other stage, so synthvlp status shows the evaluation of an earlier model as stale and synthvlp run redoes it.
 
     Data: the run's exported shards (pretrain.recipe synthetic), a real CSV corpus (real) or both (mixed); see configs/recipes/.
 
     Resumable: rerun the same command after an interruption; it continues from the newest state in pretrain/state/ and ends with the weights an uninterrupted run would have.
 
-    Writes checkpoint.pt (what the evaluate stage loads), log.csv and TensorBoard events.
+    Writes checkpoint.pt (what the evaluate stage loads), log.csv, metrics.json and TensorBoard events.
     """
-    if str(config) == "rasd":
-        if not overrides:
-            raise UserError("pretrain rasd: give a RaSD config, e.g. synthvlp pretrain rasd configs/rasd-2d.yaml")
-        _pretrain_rasd(Path(overrides[0]), overrides[1:])
-        return
     import os
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from synthvlp.pretrain.engine import planned_samples, train
-    from synthvlp.runner import RateColumn
+    from synthvlp.runfolder import prepare_run_folder
+    from synthvlp.runner import Runner
 
     resolved = load_config(config, overrides or [])
-    settings = resolved.pretrain
-    run_dir = Path(resolved.run.out_dir)
-    shards = settings.shards or sorted((run_dir / "dataset").glob("train-*.tar"))
-    main_process = os.environ.get("RANK", "0") == "0"
-    columns = [TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=not main_process) as progress:
-        task = progress.add_task("pretrain", total=planned_samples(settings, shards, resolved.run.seed))
-        result = train(settings, shards, run_dir / "pretrain", seed=resolved.run.seed, advance=lambda n: progress.advance(task, n), say=console.print)
-    if main_process:
-        console.print(
-            f"pretrain: {result.steps} steps, final loss {result.final_loss:.4f}, {result.samples_per_second:.1f} samples/s "
-            f"on {result.world_size} process(es); {len(result.skipped_images)} unreadable image(s) skipped -> {run_dir / 'pretrain' / 'checkpoint.pt'}"
-        )
+    primary = os.environ.get("RANK", "0") == "0"  # under torchrun only the first process records; the others train
+    run_dir = prepare_run_folder(resolved, force=force) if primary else Path(resolved.run.out_dir)
+    Runner(resolved, run_dir, console=console if primary else Console(stderr=True, quiet=True), primary=primary).run(["pretrain"])
 
 
-def _pretrain_rasd(config: Path, overrides: list[str]) -> None:
+@pretrain_app.command(
+    "rasd", epilog="Several processes: torchrun --nproc_per_node 2 -m synthvlp.cli pretrain rasd RASD_CONFIG. See configs/rasd-2d.yaml and docs/rasd.md."
+)
+def pretrain_rasd(
+    config: Annotated[Path, typer.Argument(help="RaSD config (YAML), e.g. configs/rasd-2d.yaml.", show_default=False)],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key.path=value overrides, e.g. train.steps=100.", show_default=False)] = None,
+) -> None:
+    """Pre-train a dense image encoder on randomized synthetic structures (RaSD), into the config's train.out_dir.
+
+    Resumable like synthvlp pretrain; writes the encoder in the format pretrain.image_encoder and synthvlp finetune --protocol segmentation read.
+    """
     import os
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -176,7 +198,7 @@ def _pretrain_rasd(config: Path, overrides: list[str]) -> None:
     from synthvlp.rasd import RaSDConfig
     from synthvlp.runner import RateColumn
 
-    resolved = load_config(config, overrides, model=RaSDConfig)
+    resolved = load_config(config, overrides or [], model=RaSDConfig)
     main_process = os.environ.get("RANK", "0") == "0"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     columns = [TextColumn("rasd"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
@@ -256,7 +278,7 @@ def render_preview(
     typer.echo(f"wrote {out}")
 
 
-@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@app.command()
 def serve(
     model: Annotated[str, typer.Argument(help="transformers: a local HF model folder or .gguf file. vllm: a model folder or hub id vLLM can load.", show_default=False)],
     engine: Annotated[str, typer.Option(help="'transformers': built-in server, batched, CPU or GPU. 'vllm': start `vllm serve` from --vllm-python.")] = "transformers",

@@ -88,6 +88,8 @@ class Runner:
     run_dir: Path
     console: Console = field(default_factory=Console)
     shard: tuple[int, int] = (0, 1)
+    primary: bool = True
+    """False on the other processes of a torchrun pre-training: they train, but write no record, manifest or report."""
 
     @cached_property
     def ledger(self) -> Ledger:
@@ -148,7 +150,7 @@ class Runner:
         if unknown:
             raise UserError(f"--stages: unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
         ordered = [s for s in STAGES if s in stages]
-        stale = sweep_stale_temp(self.run_dir)
+        stale = sweep_stale_temp(self.run_dir) if self.primary else 0
         if stale:
             self.console.print(f"[yellow]removed {stale} partial file(s) left by an interrupted run")
         sharded = self.shard != (0, 1)
@@ -159,7 +161,7 @@ class Runner:
                 self.console.print(f"[yellow]{stage}: skipped under --shard {self.shard[0]}/{self.shard[1]}; run without --shard once all shards finish")
             else:
                 self._run_global(stage)
-        if not sharded:
+        if not sharded and self.primary:
             self.write_manifest()
             from synthvlp.report import write_report
 
@@ -358,6 +360,17 @@ class Runner:
     def stage_complete(self, stage: str) -> bool:
         return all(self.ledger.is_recorded(stage, u.name) for u in self.units())
 
+    def stale(self, stage: str) -> str:
+        """Why a stage's finished work no longer matches the config or its inputs ('' when it does): e.g. the
+        evaluation of a model that a later ``synthvlp pretrain`` replaced."""
+        names = [u.name for u in self.units()] if stage in PER_UNIT_STAGES else ["global"]
+        fingerprint = self.fingerprint(stage)
+        for name in names:
+            why = self.ledger.staleness(stage, name, fingerprint)
+            if why:
+                return why if name == "global" else f"{name}: {why}"
+        return ""
+
     def joined_parts(self) -> pa.Table | None:
         """All per-unit columns of the stages that finished every unit, side by side in sample order."""
         if not self.stage_complete("plan"):
@@ -387,7 +400,8 @@ class Runner:
         if why:
             self.console.print(f"[yellow]{stage}: {why}; redoing it")
         outputs = getattr(self, f"_{stage}_global")()
-        self.ledger.commit(stage, "global", self.fingerprint(stage), self._global_inputs(stage), outputs)
+        if self.primary:
+            self.ledger.commit(stage, "global", self.fingerprint(stage), self._global_inputs(stage), outputs)
 
     def _global_inputs(self, stage: str) -> list[Path]:
         if stage == "balance":
@@ -459,7 +473,12 @@ class Runner:
         with self._progress("pretrain", planned_samples(settings, shards, self.config.run.seed)) as advance:
             result = train(settings, shards, out, seed=self.config.run.seed, advance=advance, say=self.console.print)
         metrics = out / "metrics.json"
-        write_text_atomic(metrics, json.dumps(result.__dict__, indent=2))
+        if self.primary:
+            write_text_atomic(metrics, json.dumps(result.__dict__, indent=2))
+        self.console.print(
+            f"pretrain: {result.steps} steps, final loss {result.final_loss:.4f}, {result.samples_per_second:.1f} samples/s "
+            f"on {result.world_size} process(es); {len(result.skipped_images)} unreadable image(s) skipped -> {out / 'checkpoint.pt'}"
+        )
         return [out / "checkpoint.pt", out / "log.csv", metrics]
 
     def _evaluate_global(self) -> list[Path]:
