@@ -13,7 +13,7 @@ import click
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from synthvlp import __version__
 from synthvlp.config import STAGES, dump_yaml, load_config
@@ -287,6 +287,7 @@ def serve(
     api_key_env: Annotated[str, typer.Option(help="If this environment variable is set, requests must send its value as a Bearer key.")] = "SYNTHVLP_API_KEY",
     served_model_name: Annotated[str | None, typer.Option(help="Name /v1/models lists (default: the folder or file name).")] = None,
     device: Annotated[str, typer.Option(help="transformers: torch device (cpu, cuda, cuda:1).")] = "cpu",
+    threads: Annotated[int | None, typer.Option(min=1, help="transformers: torch CPU threads (default: torch's choice, one per core; on a busy machine 1 can be many times faster).")] = None,
     max_batch: Annotated[int, typer.Option(help="transformers: most requests generated together.")] = 8,
     max_body_bytes: Annotated[int, typer.Option(help="transformers: larger request bodies get 413.")] = 1 << 20,
     max_tokens_limit: Annotated[int, typer.Option(help="transformers: larger max_tokens get 400.")] = 4096,
@@ -298,17 +299,25 @@ def serve(
 ) -> None:
     """Serve a model over an OpenAI-compatible API for the `openai` report backend.
 
-    Example: synthvlp serve ./SmolLM2-135M-Instruct.gguf --port 8000, then run with
+    Example: synthvlp serve ./SmolLM2-135M-Instruct.gguf --port 8000 --threads 1, then run with
     reports.backend=openai 'reports.base_urls=\\[http://127.0.0.1:8000/v1]'. Stops cleanly on Ctrl-C or SIGTERM.
+
+    A request whose client disconnects (gave up or timed out) is cancelled, so retries do not pile up; set the
+    client's reports.timeout_s above one batch's generation time (GET /stats: busy_s / batches).
     """
     import os
 
     key = os.environ.get(api_key_env) or None
     if engine == "transformers":
-        from synthvlp.generation.writers.hf_local import LocalModel
+        import torch
+
+        from synthvlp.generation.writers.hf_local import LocalModel, check_model_path
         from synthvlp.serving.openai_server import serve as run_server
 
-        console.print(f"loading {model} on {device} ...")
+        check_model_path(model)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        console.print(f"loading {model} on {device} ({torch.get_num_threads()} CPU threads) ...")
         local = LocalModel(model, device)
         console.print(f"serving {served_model_name or local.name} at http://{host}:{port}/v1 (Ctrl-C stops)")
         run_server(local, host=host, port=port, max_batch=max_batch, api_key=key, max_body_bytes=max_body_bytes,
@@ -338,51 +347,157 @@ def serve(
         raise UserError(f"--engine {engine!r}: use 'transformers' or 'vllm'")
 
 
-def _wanted_classes(option: str | None, available: list[str]) -> list[str]:
-    """--classes as a list; without it, every class the benchmark labels except 'no finding'."""
-    return [c.strip() for c in option.split(",") if c.strip()] if option else [c for c in available if c != "no finding"]
+def _wanted_classes(option: str | None, available: list[str], benchmark: str) -> list[str]:
+    """--classes as harmonised names; without it, every class the benchmark labels except 'no finding'.
+
+    A benchmark's own spelling (NIH's Effusion) and the harmonised one (pleural effusion) both work; a name the
+    benchmark does not label is an error listing the accepted ones (with the closest, for a typo)."""
+    import difflib
+
+    from synthvlp.evaluation.labels import harmonise, normalise
+
+    if not option:
+        return [c for c in available if c != "no finding"]
+    wanted = []
+    for raw in (c for c in option.split(",") if c.strip()):
+        try:
+            name = harmonise(raw, benchmark)
+        except UserError:
+            name = normalise(raw)
+        if name not in available:
+            close = difflib.get_close_matches(name, available, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"--classes: {raw.strip()!r} is not labelled in {benchmark}{hint}; accepted: {', '.join(available)}, "
+                            "or the benchmark's own spellings of them (e.g. NIH's Effusion)")
+        wanted.append(name)
+    return list(dict.fromkeys(wanted))
+
+
+def _adapter_options(benchmark: str, images: Path | None, options: list[str] | None) -> dict[str, object]:
+    """--images and --option KEY=VALUE as keyword options of the benchmark's adapter (values parsed as YAML)."""
+    import yaml
+
+    from synthvlp.evaluation.benchmarks import adapter_options
+
+    declared = adapter_options(benchmark)
+    chosen: dict[str, object] = {}
+    if images is not None:
+        if "images" not in declared:
+            raise UserError(f"--images: benchmark {benchmark!r} reads its images from --data itself; its options: {', '.join(declared) or 'none'}")
+        if not images.is_dir():
+            raise UserError(f"--images {images}: not a folder")
+        chosen["images"] = images
+    for text in options or []:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--option {text!r}: expected KEY=VALUE, e.g. --option split=test")
+        if key.strip() in chosen:
+            raise UserError(f"--option {key.strip()}: given twice")
+        chosen[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return chosen
+
+
+def _evaluate_settings(checkpoint: Path, config: Path | None, prompts: Path | None, bootstrap: int | None) -> tuple[object, Path | None]:
+    """The evaluate section the command uses: defaults, else CONFIG's (or, for a checkpoint inside a run folder,
+    the run's config.yaml), with --prompts and --bootstrap on top; and the config file it came from."""
+    import yaml
+
+    from synthvlp.config import EvaluateSection
+
+    run_config = checkpoint.parent.parent / "config.yaml"
+    source = config or (run_config if checkpoint.parent.name == "pretrain" and run_config.is_file() else None)
+    settings = load_config(source).evaluate if source is not None else EvaluateSection()
+    changes: dict[str, object] = {}
+    if prompts is not None:
+        if not prompts.is_file():
+            raise UserError(f"--prompts {prompts}: not found")
+        try:
+            loaded = yaml.safe_load(prompts.read_text())
+        except yaml.YAMLError as exc:
+            raise UserError(f"--prompts {prompts}: malformed YAML ({exc})") from None
+        keys = {"positive_prompts", "negative_prompts"}
+        if not isinstance(loaded, dict) or not set(loaded) <= keys or not loaded:
+            raise UserError(f"--prompts {prompts}: expected a mapping with positive_prompts and/or negative_prompts lists ({{name}} is the class)")
+        changes.update(loaded)
+    if bootstrap is not None:
+        changes["bootstrap"] = bootstrap
+    try:
+        return EvaluateSection.model_validate({**settings.model_dump(), **changes}), source
+    except ValueError as exc:
+        raise UserError(f"--prompts {prompts}: {exc}") from None
+
+
+class _EvaluateCommand(TyperCommand):
+    """The evaluate command, whose help lists each adapter's declared options, read from the adapters only when
+    the help is shown (importing them takes seconds)."""
+
+    @property
+    def epilog(self) -> str:
+        from synthvlp.evaluation.benchmarks import describe_options
+
+        return self._epilog + " Benchmarks and the options each adapter declares (--images is its images option, --option KEY=VALUE the others): " + describe_options() + "."
+
+    @epilog.setter
+    def epilog(self, value: str | None) -> None:
+        self._epilog = value or ""
 
 
 @app.command(
+    cls=_EvaluateCommand,
     epilog=(
-        "Example: synthvlp evaluate runs/quickstart/pretrain/checkpoint.pt --benchmark nih --data ../shared/data/nih-dev-64 "
-        "--out runs/quickstart/eval-nih. Benchmarks: chexpert, chexpert-5x200, nih, rsna, siim, covidx, padchest, ms-cxr, "
-        "vindr, generic, shards (see docs/evaluation.md for the files each expects)."
-    )
+        "Example: synthvlp evaluate runs/quickstart/pretrain/checkpoint.pt --benchmark nih --data ../shared/data/label-files/Data_Entry_2017_v2020.csv.gz "
+        "--images ../shared/data/nih-dev-64/images --threads 2. See docs/evaluation.md for the files each benchmark expects."
+    ),
 )
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="checkpoint.pt written by the pretrain stage.", show_default=False)],
     benchmark: Annotated[str, typer.Option(help="Benchmark adapter name.", show_default=False)],
-    data: Annotated[Path, typer.Option(help="The benchmark's folder or label file, as published.", show_default=False)],
+    data: Annotated[list[Path], typer.Option(help="The benchmark's label file or folder, as published (once).", show_default=False)],
+    images: Annotated[Path | None, typer.Option(help="Folder of the benchmark's images, when they are not beside the label file.")] = None,
+    option: Annotated[list[str] | None, typer.Option(help="Another adapter option as KEY=VALUE, repeatable (the list below).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder; default: evaluate-<benchmark> beside the checkpoint.")] = None,
     split: Annotated[str | None, typer.Option(help="Evaluate one split of the benchmark only (e.g. test).")] = None,
-    classes: Annotated[str | None, typer.Option(help="Comma-separated classes; default: every class the benchmark labels except 'no finding'.")] = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CIs.")] = 200,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated classes, as the benchmark spells them (Effusion) or harmonised (pleural effusion); default: the config's evaluate.classes, else every class the benchmark labels except 'no finding'. A wrong name lists the accepted ones.")] = None,
+    config: Annotated[Path | None, typer.Option(help="Run config whose evaluate section (prompts, bootstrap, grounding, overlays, classes) applies; default: the run's config.yaml when the checkpoint is <run>/pretrain/checkpoint.pt.")] = None,
+    prompts: Annotated[Path | None, typer.Option(help="YAML with positive_prompts and/or negative_prompts lists ({name} is the class); overrides the config's.")] = None,
+    bootstrap: Annotated[int | None, typer.Option(help="Bootstrap resamples for the 95% CIs (default: the config's, else 200).")] = None,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (default: torch's choice; 1-2 on a busy machine).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
 ) -> None:
-    """Zero-shot classification of a checkpoint on a real benchmark: results.md, zeroshot.csv with 95% CIs, ROC curves.
+    """Zero-shot classification, and grounding where the benchmark has boxes or masks, of a checkpoint on a real benchmark: results.md, zeroshot.csv with 95% CIs, ROC curves, grounding.csv and overlays.
 
-    Images the label file lists but the folder lacks are counted, reported and left out; a class without positive or negative images is NaN with a note.
+    Scores the images on disk of those the label file lists and says how many that is; none on disk is an error. Boxes in another resolution than the images are rescaled where the benchmark's image size is known (NIH) and warned about otherwise. A class without positive or negative images is NaN with a note.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from synthvlp.config import EvaluateSection
     from synthvlp.evaluation.benchmarks import load_benchmark
     from synthvlp.evaluation.harness import LoadedModel, evaluate_set, write_results
     from synthvlp.models import load_clip_checkpoint
 
+    if len(data) != 1:
+        raise UserError(f"--data given {len(data)} times ({', '.join(map(str, data))}); give the label file or folder once, and the images folder as --images")
+    [path] = data
+    if not path.exists():
+        raise UserError(f"--data {path}: not found")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    settings, source = _evaluate_settings(checkpoint, config, prompts, bootstrap)
+    if source is not None:
+        console.print(f"evaluate settings (prompts, bootstrap, grounding) from {source}")
     loaded = LoadedModel(*load_clip_checkpoint(checkpoint))
-    if not data.exists():
-        raise UserError(f"--data {data}: not found")
-    labelled = load_benchmark(benchmark, data)
+    labelled = load_benchmark(benchmark, path, **_adapter_options(benchmark, images, option))
     if split is not None:
         labelled = labelled.only_split(split)
-    wanted = _wanted_classes(classes, labelled.classes)
-    out = out or checkpoint.parent / f"evaluate-{benchmark}"
-    settings = EvaluateSection(bootstrap=bootstrap)
+    wanted = _wanted_classes(classes, labelled.classes, benchmark) if classes or not settings.classes else settings.classes
+    title = labelled.name if benchmark == "generic" else benchmark  # a generic CSV's results are named after it
+    out = out or checkpoint.parent / f"evaluate-{title}"
     with Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("evaluate", total=len(labelled))
-        evaluate_set(loaded, labelled, wanted, settings, out / benchmark, seed=seed, advance=lambda n: progress.advance(task, n))
+        evaluate_set(loaded, labelled, wanted, settings, out / title, seed=seed, advance=lambda n: progress.advance(task, n), batch_size=batch_size)
+    console.print(f"scored {len(labelled):,} images" + (f" present of {len(labelled) + len(labelled.missing):,} listed" if labelled.missing else ""))
     console.print(f"results: {write_results(out, f'Evaluation of {checkpoint}')}")
 
 
@@ -443,7 +558,7 @@ def finetune(
 
         model, preprocess, _ = load_clip_checkpoint(checkpoint)
         labelled = load_benchmark(benchmark, data)
-        wanted = _wanted_classes(classes, labelled.classes)
+        wanted = _wanted_classes(classes, labelled.classes, benchmark)
         labelled, _ = restrict_classes(labelled, wanted)
         if labelled.split is None or not {"train", "test"} <= set(labelled.split):
             raise UserError(f"{benchmark} at {data}: fine-tuning needs train and test splits, and this set has {sorted(set(labelled.split or []))}")

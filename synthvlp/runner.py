@@ -514,7 +514,7 @@ class Runner:
             shutil.rmtree(out / stale)  # a benchmark dropped from the config leaves no stale table behind
         written = []
         for title, spec in sets:
-            whole = load_benchmark("shards", test_shards, classes=classes) if spec is None else load_benchmark(spec.name, spec.path)
+            whole = load_benchmark("shards", test_shards, classes=classes) if spec is None else load_benchmark(spec.name, spec.path, **spec.adapter_options())
             labelled = whole.only_split(spec.split) if spec is not None and spec.split is not None else whole
             with self._progress(f"evaluate {title}", len(labelled)) as advance:
                 written += evaluate_set(loaded, labelled, classes, settings, out / title, seed=self.config.run.seed, advance=advance, floor=floor)
