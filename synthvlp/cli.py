@@ -229,6 +229,47 @@ def entities_stats(
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
+@entities_app.command("extract")
+def entities_extract(
+    texts: Annotated[list[str] | None, typer.Argument(help="Report texts to read (quote each one).", show_default=False)] = None,
+    corpus: Annotated[Path | None, typer.Option(help="Instead of TEXTS: an IU X-ray XML folder or .tgz, a CSV/Parquet with a text column, or a run's manifest.parquet.")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Text column of a CSV/Parquet corpus (guessed when omitted).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write one row per mention to this .csv or .parquet instead of printing JSON lines.")] = None,
+) -> None:
+    """Extract CXR entities (category, assertion, laterality, character span) from report texts or a corpus.
+
+    Prints one JSON line per text: {"id", "entities": [{"canonical", "category", "assertion", "laterality", "start", "end", "surface"}]}. Example: synthvlp entities extract "Small left pleural effusion. No pneumothorax."
+    """
+    import json
+
+    from synthvlp.entities import EntityExtractor
+    from synthvlp.entities.corpus import Report, read_corpus
+
+    if bool(texts) == (corpus is not None):
+        raise UserError("entities extract: give report TEXTS or --corpus PATH (one of the two)")
+    if out is not None and out.suffix not in (".csv", ".parquet"):
+        raise UserError(f"--out {out}: expected a .csv or .parquet file")
+    reports = list(read_corpus(corpus, text_column)) if corpus is not None else [Report(str(i), t) for i, t in enumerate(texts or [])]
+    fields = ("start", "end", "surface", "canonical", "category", "assertion", "laterality")
+    found = EntityExtractor().extract([r.text for r in reports])
+    if out is None:
+        for report, mentions in zip(reports, found, strict=True):
+            typer.echo(json.dumps({"id": report.id, "entities": [{k: getattr(m, k) for k in fields} for m in mentions]}))
+        return
+    import pandas as pd
+
+    from synthvlp.store import atomic_open
+
+    rows = [{"id": r.id, **{k: getattr(m, k) for k in fields}} for r, mentions in zip(reports, found, strict=True) for m in mentions]
+    frame = pd.DataFrame(rows, columns=["id", *fields])
+    with atomic_open(out, "wb") as handle:
+        if out.suffix == ".parquet":
+            frame.to_parquet(handle, index=False)
+        else:
+            handle.write(frame.to_csv(index=False).encode())
+    console.print(f"{len(rows)} mentions in {len(reports)} reports -> {out}")
+
+
 filter_app = typer.Typer(help="Quality filters outside a run.", no_args_is_help=True)
 app.add_typer(filter_app, name="filter")
 

@@ -151,7 +151,7 @@ def _filter_section(rows: list[dict]) -> list[str]:
     """Rejects per check, from the verdict columns, so a new check appears here without code changes."""
     checks = sorted({k[len("filter_") : -len("_verdict")] for k in rows[0] if k.startswith("filter_") and k.endswith("_verdict")})
     accepted = sum(1 for r in rows if r["accepted"])
-    lines = ["## Filter", "", f"{accepted} accepted, {len(rows) - accepted} rejected by the per-sample checks.", ""]
+    lines = ["## Filter", "", f"{accepted} accepted, {len(rows) - accepted} rejected by the checks (near-duplicates included once balance has run).", ""]
     lines += ["| check | rejected | median score |", "|---|---|---|"]
     for check in checks:
         verdicts = [r[f"filter_{check}_verdict"] for r in rows]

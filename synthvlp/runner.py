@@ -470,7 +470,12 @@ class Runner:
         settings = self.config.pretrain
         shards = self.training_shards()
         out = self.run_dir / "pretrain"
-        with self._progress("pretrain", planned_samples(settings, shards, self.config.run.seed)) as advance:
+        planned = planned_samples(settings, shards, self.config.run.seed)
+        steps = planned // settings.batch_size
+        if settings.warmup_steps >= steps:
+            self.console.print(f"[yellow]pretrain: warmup_steps ({settings.warmup_steps}) is not below the run's {steps} steps, so the learning rate "
+                               f"never leaves warm-up (it peaks at {steps / max(settings.warmup_steps, 1):.0%} of pretrain.lr); lower pretrain.warmup_steps")
+        with self._progress("pretrain", planned) as advance:
             result = train(settings, shards, out, seed=self.config.run.seed, advance=advance, say=self.console.print)
         metrics = out / "metrics.json"
         if self.primary:
@@ -527,10 +532,13 @@ class Runner:
 
 
 def _append_columns(table: pa.Table, columns: pa.Table, stage: str) -> pa.Table:
-    """Add a stage's columns; every stage keeps the plan's sample order, which is checked, not assumed."""
+    """Add a stage's columns; one an earlier stage also wrote is replaced (balance's ``accepted`` counts the
+    near-duplicates it rejects). Every stage keeps the plan's sample order, which is checked, not assumed."""
     if not columns.column("id").equals(table.column("id")):
         raise UserError(f"parts/{stage}: sample ids do not line up with the plan; delete parts/{stage} and .state/{stage} and rerun")
     for name in columns.column_names:
-        if name != "id":
+        if name in table.column_names and name != "id":
+            table = table.set_column(table.column_names.index(name), name, columns.column(name))
+        elif name != "id":
             table = table.append_column(name, columns.column(name))
     return table

@@ -39,8 +39,9 @@ def test_pretrain_command_writes_a_ledger_record_and_resumes_from_it(tmp_path):
     assert again.exit_code == 0 and "pretrain: already done" in again.output
     refused = cli.invoke(app, ["pretrain", str(path), "pretrain.lr=0.01"])
     assert isinstance(refused.exception, RunFolderError)
-    forced = cli.invoke(app, ["pretrain", str(path), "pretrain.lr=0.01", "--force"], terminal_width=200)
+    forced = cli.invoke(app, ["pretrain", str(path), "pretrain.lr=0.01", "pretrain.warmup_steps=5", "--force"], terminal_width=200)
     assert forced.exit_code == 0 and "its settings changed; redoing it" in forced.output
+    assert "warmup_steps (5) is not below the run's 2 steps" in forced.output
     assert json.loads((tmp_path / "run" / ".state" / "pretrain" / "global.json").read_text())["fingerprint"] != record["fingerprint"]
 
 
