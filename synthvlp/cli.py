@@ -643,6 +643,23 @@ def compare(
         console.print(f"written {plot}")
 
 
+@app.command(
+    epilog=(
+        "Then, with open_clip alone: model, _, preprocess = open_clip.create_model_and_transforms('local-dir:OUT'); "
+        "tokenizer = open_clip.get_tokenizer('local-dir:OUT'). To train with open_clip_train on a run's shards: "
+        "python -m synthvlp.interop --dataset-type webdataset --train-data 'RUN/dataset/train-{000000..000004}.tar' ... (docs/pretrain.md)."
+    )
+)
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="checkpoint.pt written by the pretrain stage.", show_default=False)],
+    out: Annotated[Path, typer.Argument(help="Folder to write open_clip_config.json and open_clip_model.safetensors into.", show_default=False)],
+) -> None:
+    """Export a checkpoint in open_clip's own layout (open_clip_config.json + safetensors), loadable without synthvlp."""
+    from synthvlp.interop import export_open_clip
+
+    console.print(f"open_clip model: local-dir:{export_open_clip(checkpoint, out)}")
+
+
 @app.command()
 def version() -> None:
     """Print the synthvlp version."""
