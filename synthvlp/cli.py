@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -128,14 +127,14 @@ class _DefaultCommandGroup(TyperGroup):
 
     default = "model"
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
             args = [self.default, *args]
         return super().parse_args(ctx, args)
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_help(self, ctx: typer.Context, formatter) -> None:
         command = self.commands[self.default]
-        command.format_help(click.Context(command, info_name=ctx.info_name, parent=ctx.parent), formatter)
+        command.format_help(type(ctx)(command, info_name=ctx.info_name, parent=ctx.parent), formatter)
 
 
 pretrain_app = typer.Typer(
