@@ -5,7 +5,9 @@ Built to keep a large remote model saturated and to survive it: ``concurrency`` 
 ``base_urls`` (each request goes to the URL with the fewest in flight), connection limits raised to match, a
 timeout per request, and retries with exponential backoff and full jitter on 429, 5xx, timeouts, dropped
 connections and answers the caller's parser rejects. A URL that just failed sits out its backoff while others
-take its requests.
+take its requests. A request that timed out is retried with its timeout doubled (up to ``MAX_TIMEOUT_GROWTH``
+times ``timeout_s``), so a server whose batches take longer than ``timeout_s`` still answers instead of every
+try being abandoned (``synthvlp serve`` cancels the generation of an abandoned try).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+MAX_TIMEOUT_GROWTH = 8
+"""A timed-out request's later tries wait up to this many times ``timeout_s``."""
 T = TypeVar("T")
 
 
@@ -96,13 +100,16 @@ class ChatClient:
         assert self._slots is not None, "start() first"
         async with self._slots:
             last = ""
+            timeout = self.settings.timeout_s
             for attempt in range(self.settings.request_retries + 1):
                 url = self.pick()
                 try:
-                    return parse(await self._ask(url, make_body())), url
+                    return parse(await self._ask(url, make_body(), timeout)), url
                 except Retry as exc:
                     last = str(exc)
                     self.stats[f"retry:{exc.kind}"] += 1
+                    if exc.kind == "timeout":
+                        timeout = min(2 * timeout, MAX_TIMEOUT_GROWTH * self.settings.timeout_s)
                     delay = rng.uniform(0, min(self.settings.backoff_max_s, self.settings.backoff_s * 2**attempt))
                     self._cooldown[url] = time.monotonic() + delay
                     await asyncio.sleep(delay)
@@ -115,15 +122,17 @@ class ChatClient:
         turn = next(self._turn)
         return min(ready, key=lambda u: (self._in_flight[u], (self._urls.index(u) - turn) % len(self._urls)))
 
-    async def _ask(self, url: str, body: dict) -> str:
+    async def _ask(self, url: str, body: dict, timeout: float | None = None) -> str:
         import httpx
 
+        timeout = timeout or self.settings.timeout_s
         self._in_flight[url] += 1
         self.stats["requests"] += 1
         try:
-            response = await self._client.post(f"{url}/chat/completions", json={"model": self.model, **body})
+            response = await self._client.post(f"{url}/chat/completions", json={"model": self.model, **body},
+                                                timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)))
         except httpx.TimeoutException as exc:
-            raise Retry("timeout", f"{url}: timed out after {self.settings.timeout_s:g} s") from exc
+            raise Retry("timeout", f"{url}: timed out after {timeout:g} s") from exc
         except httpx.TransportError as exc:
             raise Retry("connection", f"{url}: {type(exc).__name__}: {exc}") from exc
         finally:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from synthvlp import __version__
 from synthvlp.config import STAGES, dump_yaml, load_config
@@ -28,6 +29,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every subcommand
 )
 config_app = typer.Typer(help="Inspect run configs.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -68,22 +70,24 @@ def run(
 
 @app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="A run folder (the config's run.out_dir).", show_default=False)]) -> None:
-    """Show each stage of a run as done, partial or todo, with counts."""
+    """Show each stage of a run as done, partial, stale (its settings or inputs changed since it ran) or todo, with counts."""
     from synthvlp.runfolder import open_existing_run
     from synthvlp.runner import PER_UNIT_STAGES, Runner
 
     runner = Runner(open_existing_run(run_dir), run_dir, console=console)
     table = Table(title=f"{run_dir}")
-    for column in ("stage", "state", "units done", "samples done"):
+    for column in ("stage", "state", "units done", "samples done", "note"):
         table.add_column(column)
     units = runner.units()
     for stage in STAGES:
         names = [u.name for u in units] if stage in PER_UNIT_STAGES else ["global"]
         done = [runner.ledger.is_recorded(stage, n) for n in names]
         samples = sum(u.size for u, d in zip(units, done, strict=False) if d) if stage in PER_UNIT_STAGES else None
-        state = "done" if all(done) else "partial" if any(done) else "todo"
-        style = {"done": "green", "partial": "yellow", "todo": "dim"}[state]
-        table.add_row(stage, f"[{style}]{state}", f"{sum(done)}/{len(names)}", "-" if samples is None else f"{samples}/{runner.config.run.n_samples}")
+        stale = runner.stale(stage)
+        state = "stale" if stale else "done" if all(done) else "partial" if any(done) else "todo"
+        style = {"done": "green", "partial": "yellow", "stale": "red", "todo": "dim"}[state]
+        table.add_row(stage, f"[{style}]{state}", f"{sum(done)}/{len(names)}", "-" if samples is None else f"{samples}/{runner.config.run.n_samples}",
+                      f"{stale}; synthvlp run redoes it" if stale else "")
     Console().print(table)
 
 
@@ -117,57 +121,74 @@ def models_list(ours: Annotated[bool, typer.Option("--ours", help="Only synthvlp
             typer.echo(name)
 
 
-@app.command(
+class _DefaultCommandGroup(TyperGroup):
+    """A group whose first argument, when it names no subcommand, goes to a default one: ``synthvlp pretrain
+    CONFIG`` trains the CLIP/GLoRIA model and ``synthvlp pretrain rasd RASD_CONFIG`` is a real subcommand."""
+
+    default = "model"
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)
+
+    def format_help(self, ctx: typer.Context, formatter) -> None:
+        command = self.commands[self.default]
+        command.format_help(type(ctx)(command, info_name=ctx.info_name, parent=ctx.parent), formatter)
+
+
+pretrain_app = typer.Typer(
+    cls=_DefaultCommandGroup, no_args_is_help=True,
+    help="Pre-train a CLIP/ConVIRT or GLoRIA model on a run's data (synthvlp pretrain CONFIG), or an image encoder with RaSD (synthvlp pretrain rasd RASD_CONFIG).",
+)
+app.add_typer(pretrain_app, name="pretrain")
+
+
+@pretrain_app.command(
+    "model", hidden=True,
     epilog=(
         "One process: synthvlp pretrain CONFIG. Several (one per GPU, or CPU processes over gloo): "
         "torchrun --nproc_per_node 2 -m synthvlp.cli pretrain CONFIG. pretrain.batch_size is the global batch. "
-        "RaSD: synthvlp pretrain rasd RASD_CONFIG [overrides] (see configs/rasd-2d.yaml and docs/rasd.md); "
-        "torchrun works the same way."
-    )
+        "RaSD: synthvlp pretrain rasd RASD_CONFIG \\[overrides] (see synthvlp pretrain rasd -h, configs/rasd-2d.yaml and docs/rasd.md)."
+    ),
 )
 def pretrain(
     config: ConfigArg,
     overrides: Annotated[list[str] | None, typer.Argument(help="key.path=value overrides, e.g. pretrain.objective=gloria.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option(help="Retrain in a run folder made by a different config (e.g. another pretrain.objective); the new config is recorded and the evaluate stage becomes stale.")] = False,
 ) -> None:
     """Pre-train a CLIP/ConVIRT or GLoRIA model as CONFIG's pretrain section says, into run.out_dir/pretrain.
 
-    With the word rasd first (synthvlp pretrain rasd RASD_CONFIG), pre-train a dense image encoder on randomized synthetic structures instead (RaSD), into the config's train.out_dir.
+    This is the run's pretrain stage (synthvlp run CONFIG --stages pretrain): it is recorded in the run folder like any other stage, so synthvlp status shows the evaluation of an earlier model as stale and synthvlp run redoes it.
 
     Data: the run's exported shards (pretrain.recipe synthetic), a real CSV corpus (real) or both (mixed); see configs/recipes/.
 
     Resumable: rerun the same command after an interruption; it continues from the newest state in pretrain/state/ and ends with the weights an uninterrupted run would have.
 
-    Writes checkpoint.pt (what the evaluate stage loads), log.csv and TensorBoard events.
+    Writes checkpoint.pt (what the evaluate stage loads), log.csv, metrics.json and TensorBoard events.
     """
-    if str(config) == "rasd":
-        if not overrides:
-            raise UserError("pretrain rasd: give a RaSD config, e.g. synthvlp pretrain rasd configs/rasd-2d.yaml")
-        _pretrain_rasd(Path(overrides[0]), overrides[1:])
-        return
     import os
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from synthvlp.pretrain.engine import planned_samples, train
-    from synthvlp.runner import RateColumn
+    from synthvlp.runfolder import prepare_run_folder
+    from synthvlp.runner import Runner
 
     resolved = load_config(config, overrides or [])
-    settings = resolved.pretrain
-    run_dir = Path(resolved.run.out_dir)
-    shards = settings.shards or sorted((run_dir / "dataset").glob("train-*.tar"))
-    main_process = os.environ.get("RANK", "0") == "0"
-    columns = [TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=not main_process) as progress:
-        task = progress.add_task("pretrain", total=planned_samples(settings, shards, resolved.run.seed))
-        result = train(settings, shards, run_dir / "pretrain", seed=resolved.run.seed, advance=lambda n: progress.advance(task, n), say=console.print)
-    if main_process:
-        console.print(
-            f"pretrain: {result.steps} steps, final loss {result.final_loss:.4f}, {result.samples_per_second:.1f} samples/s "
-            f"on {result.world_size} process(es); {len(result.skipped_images)} unreadable image(s) skipped -> {run_dir / 'pretrain' / 'checkpoint.pt'}"
-        )
+    primary = os.environ.get("RANK", "0") == "0"  # under torchrun only the first process records; the others train
+    run_dir = prepare_run_folder(resolved, force=force) if primary else Path(resolved.run.out_dir)
+    Runner(resolved, run_dir, console=console if primary else Console(stderr=True, quiet=True), primary=primary).run(["pretrain"])
 
 
-def _pretrain_rasd(config: Path, overrides: list[str]) -> None:
+@pretrain_app.command(
+    "rasd", epilog="Several processes: torchrun --nproc_per_node 2 -m synthvlp.cli pretrain rasd RASD_CONFIG. See configs/rasd-2d.yaml and docs/rasd.md."
+)
+def pretrain_rasd(
+    config: Annotated[Path, typer.Argument(help="RaSD config (YAML), e.g. configs/rasd-2d.yaml.", show_default=False)],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key.path=value overrides, e.g. train.steps=100.", show_default=False)] = None,
+) -> None:
+    """Pre-train a dense image encoder on randomized synthetic structures (RaSD), into the config's train.out_dir.
+
+    Resumable like synthvlp pretrain; writes the encoder in the format pretrain.image_encoder and synthvlp finetune --protocol segmentation read.
+    """
     import os
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -176,7 +197,7 @@ def _pretrain_rasd(config: Path, overrides: list[str]) -> None:
     from synthvlp.rasd import RaSDConfig
     from synthvlp.runner import RateColumn
 
-    resolved = load_config(config, overrides, model=RaSDConfig)
+    resolved = load_config(config, overrides or [], model=RaSDConfig)
     main_process = os.environ.get("RANK", "0") == "0"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     columns = [TextColumn("rasd"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
@@ -205,6 +226,47 @@ def entities_stats(
 
     summary = run_stats(corpus, out, text_column=text_column)
     typer.echo(json.dumps(summary, indent=2, default=str))
+
+
+@entities_app.command("extract")
+def entities_extract(
+    texts: Annotated[list[str] | None, typer.Argument(help="Report texts to read (quote each one).", show_default=False)] = None,
+    corpus: Annotated[Path | None, typer.Option(help="Instead of TEXTS: an IU X-ray XML folder or .tgz, a CSV/Parquet with a text column, or a run's manifest.parquet.")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Text column of a CSV/Parquet corpus (guessed when omitted).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write one row per mention to this .csv or .parquet instead of printing JSON lines.")] = None,
+) -> None:
+    """Extract CXR entities (category, assertion, laterality, character span) from report texts or a corpus.
+
+    Prints one JSON line per text: {"id", "entities": [{"canonical", "category", "assertion", "laterality", "start", "end", "surface"}]}. Example: synthvlp entities extract "Small left pleural effusion. No pneumothorax."
+    """
+    import json
+
+    from synthvlp.entities import EntityExtractor
+    from synthvlp.entities.corpus import Report, read_corpus
+
+    if bool(texts) == (corpus is not None):
+        raise UserError("entities extract: give report TEXTS or --corpus PATH (one of the two)")
+    if out is not None and out.suffix not in (".csv", ".parquet"):
+        raise UserError(f"--out {out}: expected a .csv or .parquet file")
+    reports = list(read_corpus(corpus, text_column)) if corpus is not None else [Report(str(i), t) for i, t in enumerate(texts or [])]
+    fields = ("start", "end", "surface", "canonical", "category", "assertion", "laterality")
+    found = EntityExtractor().extract([r.text for r in reports])
+    if out is None:
+        for report, mentions in zip(reports, found, strict=True):
+            typer.echo(json.dumps({"id": report.id, "entities": [{k: getattr(m, k) for k in fields} for m in mentions]}))
+        return
+    import pandas as pd
+
+    from synthvlp.store import atomic_open
+
+    rows = [{"id": r.id, **{k: getattr(m, k) for k in fields}} for r, mentions in zip(reports, found, strict=True) for m in mentions]
+    frame = pd.DataFrame(rows, columns=["id", *fields])
+    with atomic_open(out, "wb") as handle:
+        if out.suffix == ".parquet":
+            frame.to_parquet(handle, index=False)
+        else:
+            handle.write(frame.to_csv(index=False).encode())
+    console.print(f"{len(rows)} mentions in {len(reports)} reports -> {out}")
 
 
 filter_app = typer.Typer(help="Quality filters outside a run.", no_args_is_help=True)
@@ -256,7 +318,7 @@ def render_preview(
     typer.echo(f"wrote {out}")
 
 
-@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@app.command()
 def serve(
     model: Annotated[str, typer.Argument(help="transformers: a local HF model folder or .gguf file. vllm: a model folder or hub id vLLM can load.", show_default=False)],
     engine: Annotated[str, typer.Option(help="'transformers': built-in server, batched, CPU or GPU. 'vllm': start `vllm serve` from --vllm-python.")] = "transformers",
@@ -265,6 +327,7 @@ def serve(
     api_key_env: Annotated[str, typer.Option(help="If this environment variable is set, requests must send its value as a Bearer key.")] = "SYNTHVLP_API_KEY",
     served_model_name: Annotated[str | None, typer.Option(help="Name /v1/models lists (default: the folder or file name).")] = None,
     device: Annotated[str, typer.Option(help="transformers: torch device (cpu, cuda, cuda:1).")] = "cpu",
+    threads: Annotated[int | None, typer.Option(min=1, help="transformers: torch CPU threads (default: torch's choice, one per core; on a busy machine 1 can be many times faster).")] = None,
     max_batch: Annotated[int, typer.Option(help="transformers: most requests generated together.")] = 8,
     max_body_bytes: Annotated[int, typer.Option(help="transformers: larger request bodies get 413.")] = 1 << 20,
     max_tokens_limit: Annotated[int, typer.Option(help="transformers: larger max_tokens get 400.")] = 4096,
@@ -276,17 +339,25 @@ def serve(
 ) -> None:
     """Serve a model over an OpenAI-compatible API for the `openai` report backend.
 
-    Example: synthvlp serve ./SmolLM2-135M-Instruct.gguf --port 8000, then run with
+    Example: synthvlp serve ./SmolLM2-135M-Instruct.gguf --port 8000 --threads 1, then run with
     reports.backend=openai 'reports.base_urls=\\[http://127.0.0.1:8000/v1]'. Stops cleanly on Ctrl-C or SIGTERM.
+
+    A request whose client disconnects (gave up or timed out) is cancelled, so retries do not pile up; set the
+    client's reports.timeout_s above one batch's generation time (GET /stats: busy_s / batches).
     """
     import os
 
     key = os.environ.get(api_key_env) or None
     if engine == "transformers":
-        from synthvlp.generation.writers.hf_local import LocalModel
+        import torch
+
+        from synthvlp.generation.writers.hf_local import LocalModel, check_model_path
         from synthvlp.serving.openai_server import serve as run_server
 
-        console.print(f"loading {model} on {device} ...")
+        check_model_path(model)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        console.print(f"loading {model} on {device} ({torch.get_num_threads()} CPU threads) ...")
         local = LocalModel(model, device)
         console.print(f"serving {served_model_name or local.name} at http://{host}:{port}/v1 (Ctrl-C stops)")
         run_server(local, host=host, port=port, max_batch=max_batch, api_key=key, max_body_bytes=max_body_bytes,
@@ -316,51 +387,157 @@ def serve(
         raise UserError(f"--engine {engine!r}: use 'transformers' or 'vllm'")
 
 
-def _wanted_classes(option: str | None, available: list[str]) -> list[str]:
-    """--classes as a list; without it, every class the benchmark labels except 'no finding'."""
-    return [c.strip() for c in option.split(",") if c.strip()] if option else [c for c in available if c != "no finding"]
+def _wanted_classes(option: str | None, available: list[str], benchmark: str) -> list[str]:
+    """--classes as harmonised names; without it, every class the benchmark labels except 'no finding'.
+
+    A benchmark's own spelling (NIH's Effusion) and the harmonised one (pleural effusion) both work; a name the
+    benchmark does not label is an error listing the accepted ones (with the closest, for a typo)."""
+    import difflib
+
+    from synthvlp.evaluation.labels import harmonise, normalise
+
+    if not option:
+        return [c for c in available if c != "no finding"]
+    wanted = []
+    for raw in (c for c in option.split(",") if c.strip()):
+        try:
+            name = harmonise(raw, benchmark)
+        except UserError:
+            name = normalise(raw)
+        if name not in available:
+            close = difflib.get_close_matches(name, available, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"--classes: {raw.strip()!r} is not labelled in {benchmark}{hint}; accepted: {', '.join(available)}, "
+                            "or the benchmark's own spellings of them (e.g. NIH's Effusion)")
+        wanted.append(name)
+    return list(dict.fromkeys(wanted))
+
+
+def _adapter_options(benchmark: str, images: Path | None, options: list[str] | None) -> dict[str, object]:
+    """--images and --option KEY=VALUE as keyword options of the benchmark's adapter (values parsed as YAML)."""
+    import yaml
+
+    from synthvlp.evaluation.benchmarks import adapter_options
+
+    declared = adapter_options(benchmark)
+    chosen: dict[str, object] = {}
+    if images is not None:
+        if "images" not in declared:
+            raise UserError(f"--images: benchmark {benchmark!r} reads its images from --data itself; its options: {', '.join(declared) or 'none'}")
+        if not images.is_dir():
+            raise UserError(f"--images {images}: not a folder")
+        chosen["images"] = images
+    for text in options or []:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--option {text!r}: expected KEY=VALUE, e.g. --option split=test")
+        if key.strip() in chosen:
+            raise UserError(f"--option {key.strip()}: given twice")
+        chosen[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return chosen
+
+
+def _evaluate_settings(checkpoint: Path, config: Path | None, prompts: Path | None, bootstrap: int | None) -> tuple[object, Path | None]:
+    """The evaluate section the command uses: defaults, else CONFIG's (or, for a checkpoint inside a run folder,
+    the run's config.yaml), with --prompts and --bootstrap on top; and the config file it came from."""
+    import yaml
+
+    from synthvlp.config import EvaluateSection
+
+    run_config = checkpoint.parent.parent / "config.yaml"
+    source = config or (run_config if checkpoint.parent.name == "pretrain" and run_config.is_file() else None)
+    settings = load_config(source).evaluate if source is not None else EvaluateSection()
+    changes: dict[str, object] = {}
+    if prompts is not None:
+        if not prompts.is_file():
+            raise UserError(f"--prompts {prompts}: not found")
+        try:
+            loaded = yaml.safe_load(prompts.read_text())
+        except yaml.YAMLError as exc:
+            raise UserError(f"--prompts {prompts}: malformed YAML ({exc})") from None
+        keys = {"positive_prompts", "negative_prompts"}
+        if not isinstance(loaded, dict) or not set(loaded) <= keys or not loaded:
+            raise UserError(f"--prompts {prompts}: expected a mapping with positive_prompts and/or negative_prompts lists ({{name}} is the class)")
+        changes.update(loaded)
+    if bootstrap is not None:
+        changes["bootstrap"] = bootstrap
+    try:
+        return EvaluateSection.model_validate({**settings.model_dump(), **changes}), source
+    except ValueError as exc:
+        raise UserError(f"--prompts {prompts}: {exc}") from None
+
+
+class _EvaluateCommand(TyperCommand):
+    """The evaluate command, whose help lists each adapter's declared options, read from the adapters only when
+    the help is shown (importing them takes seconds)."""
+
+    @property
+    def epilog(self) -> str:
+        from synthvlp.evaluation.benchmarks import describe_options
+
+        return self._epilog + " Benchmarks and the options each adapter declares (--images is its images option, --option KEY=VALUE the others): " + describe_options() + "."
+
+    @epilog.setter
+    def epilog(self, value: str | None) -> None:
+        self._epilog = value or ""
 
 
 @app.command(
+    cls=_EvaluateCommand,
     epilog=(
-        "Example: synthvlp evaluate runs/quickstart/pretrain/checkpoint.pt --benchmark nih --data ../shared/data/nih-dev-64 "
-        "--out runs/quickstart/eval-nih. Benchmarks: chexpert, chexpert-5x200, nih, rsna, siim, covidx, padchest, ms-cxr, "
-        "vindr, generic, shards (see docs/evaluation.md for the files each expects)."
-    )
+        "Example: synthvlp evaluate runs/quickstart/pretrain/checkpoint.pt --benchmark nih --data ../shared/data/label-files/Data_Entry_2017_v2020.csv.gz "
+        "--images ../shared/data/nih-dev-64/images --threads 2. See docs/evaluation.md for the files each benchmark expects."
+    ),
 )
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="checkpoint.pt written by the pretrain stage.", show_default=False)],
     benchmark: Annotated[str, typer.Option(help="Benchmark adapter name.", show_default=False)],
-    data: Annotated[Path, typer.Option(help="The benchmark's folder or label file, as published.", show_default=False)],
+    data: Annotated[list[Path], typer.Option(help="The benchmark's label file or folder, as published (once).", show_default=False)],
+    images: Annotated[Path | None, typer.Option(help="Folder of the benchmark's images, when they are not beside the label file.")] = None,
+    option: Annotated[list[str] | None, typer.Option(help="Another adapter option as KEY=VALUE, repeatable (the list below).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder; default: evaluate-<benchmark> beside the checkpoint.")] = None,
     split: Annotated[str | None, typer.Option(help="Evaluate one split of the benchmark only (e.g. test).")] = None,
-    classes: Annotated[str | None, typer.Option(help="Comma-separated classes; default: every class the benchmark labels except 'no finding'.")] = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CIs.")] = 200,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated classes, as the benchmark spells them (Effusion) or harmonised (pleural effusion); default: the config's evaluate.classes, else every class the benchmark labels except 'no finding'. A wrong name lists the accepted ones.")] = None,
+    config: Annotated[Path | None, typer.Option(help="Run config whose evaluate section (prompts, bootstrap, grounding, overlays, classes) applies; default: the run's config.yaml when the checkpoint is <run>/pretrain/checkpoint.pt.")] = None,
+    prompts: Annotated[Path | None, typer.Option(help="YAML with positive_prompts and/or negative_prompts lists ({name} is the class); overrides the config's.")] = None,
+    bootstrap: Annotated[int | None, typer.Option(help="Bootstrap resamples for the 95% CIs (default: the config's, else 200).")] = None,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (default: torch's choice; 1-2 on a busy machine).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
 ) -> None:
-    """Zero-shot classification of a checkpoint on a real benchmark: results.md, zeroshot.csv with 95% CIs, ROC curves.
+    """Zero-shot classification, and grounding where the benchmark has boxes or masks, of a checkpoint on a real benchmark: results.md, zeroshot.csv with 95% CIs, ROC curves, grounding.csv and overlays.
 
-    Images the label file lists but the folder lacks are counted, reported and left out; a class without positive or negative images is NaN with a note.
+    Scores the images on disk of those the label file lists and says how many that is; none on disk is an error. Boxes in another resolution than the images are rescaled where the benchmark's image size is known (NIH) and warned about otherwise. A class without positive or negative images is NaN with a note.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from synthvlp.config import EvaluateSection
     from synthvlp.evaluation.benchmarks import load_benchmark
     from synthvlp.evaluation.harness import LoadedModel, evaluate_set, write_results
     from synthvlp.models import load_clip_checkpoint
 
+    if len(data) != 1:
+        raise UserError(f"--data given {len(data)} times ({', '.join(map(str, data))}); give the label file or folder once, and the images folder as --images")
+    [path] = data
+    if not path.exists():
+        raise UserError(f"--data {path}: not found")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    settings, source = _evaluate_settings(checkpoint, config, prompts, bootstrap)
+    if source is not None:
+        console.print(f"evaluate settings (prompts, bootstrap, grounding) from {source}")
     loaded = LoadedModel(*load_clip_checkpoint(checkpoint))
-    if not data.exists():
-        raise UserError(f"--data {data}: not found")
-    labelled = load_benchmark(benchmark, data)
+    labelled = load_benchmark(benchmark, path, **_adapter_options(benchmark, images, option))
     if split is not None:
         labelled = labelled.only_split(split)
-    wanted = _wanted_classes(classes, labelled.classes)
-    out = out or checkpoint.parent / f"evaluate-{benchmark}"
-    settings = EvaluateSection(bootstrap=bootstrap)
+    wanted = _wanted_classes(classes, labelled.classes, benchmark) if classes or not settings.classes else settings.classes
+    title = labelled.name if benchmark == "generic" else benchmark  # a generic CSV's results are named after it
+    out = out or checkpoint.parent / f"evaluate-{title}"
     with Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("evaluate", total=len(labelled))
-        evaluate_set(loaded, labelled, wanted, settings, out / benchmark, seed=seed, advance=lambda n: progress.advance(task, n))
+        evaluate_set(loaded, labelled, wanted, settings, out / title, seed=seed, advance=lambda n: progress.advance(task, n), batch_size=batch_size)
+    console.print(f"scored {len(labelled):,} images" + (f" present of {len(labelled) + len(labelled.missing):,} listed" if labelled.missing else ""))
     console.print(f"results: {write_results(out, f'Evaluation of {checkpoint}')}")
 
 
@@ -421,7 +598,7 @@ def finetune(
 
         model, preprocess, _ = load_clip_checkpoint(checkpoint)
         labelled = load_benchmark(benchmark, data)
-        wanted = _wanted_classes(classes, labelled.classes)
+        wanted = _wanted_classes(classes, labelled.classes, benchmark)
         labelled, _ = restrict_classes(labelled, wanted)
         if labelled.split is None or not {"train", "test"} <= set(labelled.split):
             raise UserError(f"{benchmark} at {data}: fine-tuning needs train and test splits, and this set has {sorted(set(labelled.split or []))}")
@@ -463,6 +640,23 @@ def compare(
     if plot is not None:
         plot_comparison(runs, plot)
         console.print(f"written {plot}")
+
+
+@app.command(
+    epilog=(
+        "Then, with open_clip alone: model, _, preprocess = open_clip.create_model_and_transforms('local-dir:OUT'); "
+        "tokenizer = open_clip.get_tokenizer('local-dir:OUT'). To train with open_clip_train on a run's shards: "
+        "python -m synthvlp.interop --dataset-type webdataset --train-data 'RUN/dataset/train-{000000..000004}.tar' ... (docs/pretrain.md)."
+    )
+)
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="checkpoint.pt written by the pretrain stage.", show_default=False)],
+    out: Annotated[Path, typer.Argument(help="Folder to write open_clip_config.json and open_clip_model.safetensors into.", show_default=False)],
+) -> None:
+    """Export a checkpoint in open_clip's own layout (open_clip_config.json + safetensors), loadable without synthvlp."""
+    from synthvlp.interop import export_open_clip
+
+    console.print(f"open_clip model: local-dir:{export_open_clip(checkpoint, out)}")
 
 
 @app.command()

@@ -347,10 +347,16 @@ class BenchmarkSpec(Section):
 
     name: str = Field(..., description="Adapter name: chexpert, chexpert-5x200, nih, rsna, siim, covidx, padchest, ms-cxr, vindr, generic, shards.")
     path: Path = Field(..., description="The benchmark's folder or label file, as published; relative paths are from the CWD.")
+    images: Path | None = Field(None, description="The benchmark's image folder, when it is not beside the label file (the adapter's images option).")
+    options: dict[str, Any] = Field(default_factory=dict, description="Further options of the adapter, e.g. {include_no_finding: true}; `synthvlp evaluate --help` lists each adapter's.")
     split: str | None = Field(None, description="Evaluate only this split of the benchmark (None: every image).")
     optional: bool = Field(False, description="Skip with a note, instead of failing, when the path is absent.")
     title: str | None = Field(None, description="Name in the tables; defaults to the adapter name.")
     linear_probe: bool = Field(False, description="Also fit a linear probe on the benchmark's train split and score its test split (at evaluate.finetune_fractions).")
+
+    def adapter_options(self) -> dict[str, Any]:
+        """The keyword options for ``load_benchmark``: ``images`` (when set) and ``options``."""
+        return {**self.options, **({"images": self.images} if self.images is not None else {})}
 
 
 class EvaluateSection(Section):

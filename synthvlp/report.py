@@ -55,7 +55,7 @@ def write_report(runner: Runner) -> Path:
         if "selected" in table.column_names:
             lines += _balance_section(rows, plots / "balance.png", run_dir / "parts" / "balance" / "targets.json", runner.config.balance)
     lines += _pretrain_section(run_dir / "pretrain", plots / "loss.png")
-    lines += _evaluate_section(run_dir / "evaluate")
+    lines += _evaluate_section(run_dir / "evaluate", runner.stale("evaluate"))
     path = run_dir / "report.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path
@@ -68,7 +68,7 @@ def _plan_section(rows: list[dict], plot: Path, runner: Runner) -> list[str]:
     splits = Counter(r["split"] for r in rows)
     normal = sum(1 for r in rows if not any(e["assertion"] == "present" and e["category"] in ("ABNORMALITY", "DISEASE") for e in r["planned_entities"]))
     planned = planned_counts(runner.config, [r["planned_entities"] for r in rows])
-    source = source_counts(runner.config, runner.extractor, runner.run_dir / "parts" / "plan")
+    source = source_counts(runner.config, lambda: runner.extractor, runner.run_dir / "parts" / "plan")
     names = sorted(planned, key=lambda n: (-planned[n], n))
     plt = _plt()
     figure, axis = plt.subplots(figsize=(7, 0.5 + 0.22 * len(names)))
@@ -151,7 +151,7 @@ def _filter_section(rows: list[dict]) -> list[str]:
     """Rejects per check, from the verdict columns, so a new check appears here without code changes."""
     checks = sorted({k[len("filter_") : -len("_verdict")] for k in rows[0] if k.startswith("filter_") and k.endswith("_verdict")})
     accepted = sum(1 for r in rows if r["accepted"])
-    lines = ["## Filter", "", f"{accepted} accepted, {len(rows) - accepted} rejected by the per-sample checks.", ""]
+    lines = ["## Filter", "", f"{accepted} accepted, {len(rows) - accepted} rejected by the checks (near-duplicates included once balance has run).", ""]
     lines += ["| check | rejected | median score |", "|---|---|---|"]
     for check in checks:
         verdicts = [r[f"filter_{check}_verdict"] for r in rows]
@@ -238,12 +238,14 @@ def _pretrain_section(folder: Path, plot: Path) -> list[str]:
     ]
 
 
-def _evaluate_section(folder: Path) -> list[str]:
+def _evaluate_section(folder: Path, stale: str) -> list[str]:
     from synthvlp.evaluation.harness import benchmark_folders, results_markdown
 
     if not benchmark_folders(folder):
         return []
     lines = ["## Evaluation", ""]
+    if stale:
+        lines += [f"**Stale: {stale}** (e.g. a later `synthvlp pretrain` replaced the model); `synthvlp run` redoes it.", ""]
     skipped = folder / "skipped.json"
     for note in json.loads(skipped.read_text()) if skipped.exists() else []:
         lines.append(f"- skipped {note}")

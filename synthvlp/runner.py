@@ -89,6 +89,8 @@ class Runner:
     run_dir: Path
     console: Console = field(default_factory=Console)
     shard: tuple[int, int] = (0, 1)
+    primary: bool = True
+    """False on the other processes of a torchrun pre-training: they train, but write no record, manifest or report."""
 
     @cached_property
     def ledger(self) -> Ledger:
@@ -149,7 +151,7 @@ class Runner:
         if unknown:
             raise UserError(f"--stages: unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
         ordered = [s for s in STAGES if s in stages]
-        stale = sweep_stale_temp(self.run_dir)
+        stale = sweep_stale_temp(self.run_dir) if self.primary else 0
         if stale:
             self.console.print(f"[yellow]removed {stale} partial file(s) left by an interrupted run")
         sharded = self.shard != (0, 1)
@@ -160,7 +162,7 @@ class Runner:
                 self.console.print(f"[yellow]{stage}: skipped under --shard {self.shard[0]}/{self.shard[1]}; run without --shard once all shards finish")
             else:
                 self._run_global(stage)
-        if not sharded:
+        if not sharded and self.primary:
             self.write_manifest()
             from synthvlp.report import write_report
 
@@ -359,6 +361,17 @@ class Runner:
     def stage_complete(self, stage: str) -> bool:
         return all(self.ledger.is_recorded(stage, u.name) for u in self.units())
 
+    def stale(self, stage: str) -> str:
+        """Why a stage's finished work no longer matches the config or its inputs ('' when it does): e.g. the
+        evaluation of a model that a later ``synthvlp pretrain`` replaced."""
+        names = [u.name for u in self.units()] if stage in PER_UNIT_STAGES else ["global"]
+        fingerprint = self.fingerprint(stage)
+        for name in names:
+            why = self.ledger.staleness(stage, name, fingerprint)
+            if why:
+                return why if name == "global" else f"{name}: {why}"
+        return ""
+
     def joined_parts(self) -> pa.Table | None:
         """All per-unit columns of the stages that finished every unit, side by side in sample order."""
         if not self.stage_complete("plan"):
@@ -388,7 +401,8 @@ class Runner:
         if why:
             self.console.print(f"[yellow]{stage}: {why}; redoing it")
         outputs = getattr(self, f"_{stage}_global")()
-        self.ledger.commit(stage, "global", self.fingerprint(stage), self._global_inputs(stage), outputs)
+        if self.primary:
+            self.ledger.commit(stage, "global", self.fingerprint(stage), self._global_inputs(stage), outputs)
 
     def _global_inputs(self, stage: str) -> list[Path]:
         if stage == "balance":
@@ -457,10 +471,20 @@ class Runner:
         settings = self.config.pretrain
         shards = self.training_shards()
         out = self.run_dir / "pretrain"
-        with self._progress("pretrain", planned_samples(settings, shards, self.config.run.seed)) as advance:
+        planned = planned_samples(settings, shards, self.config.run.seed)
+        steps = planned // settings.batch_size
+        if settings.warmup_steps >= steps:
+            self.console.print(f"[yellow]pretrain: warmup_steps ({settings.warmup_steps}) is not below the run's {steps} steps, so the learning rate "
+                               f"never leaves warm-up (it peaks at {steps / max(settings.warmup_steps, 1):.0%} of pretrain.lr); lower pretrain.warmup_steps")
+        with self._progress("pretrain", planned) as advance:
             result = train(settings, shards, out, seed=self.config.run.seed, advance=advance, say=self.console.print)
         metrics = out / "metrics.json"
-        write_text_atomic(metrics, json.dumps(result.__dict__, indent=2))
+        if self.primary:
+            write_text_atomic(metrics, json.dumps(result.__dict__, indent=2))
+        self.console.print(
+            f"pretrain: {result.steps} steps, final loss {result.final_loss:.4f}, {result.samples_per_second:.1f} samples/s "
+            f"on {result.world_size} process(es); {len(result.skipped_images)} unreadable image(s) skipped -> {out / 'checkpoint.pt'}"
+        )
         return [out / "checkpoint.pt", out / "log.csv", metrics]
 
     def _evaluate_global(self) -> list[Path]:
@@ -496,7 +520,7 @@ class Runner:
             shutil.rmtree(out / stale)  # a benchmark dropped from the config leaves no stale table behind
         written = []
         for title, spec in sets:
-            whole = load_benchmark("shards", test_shards, classes=classes) if spec is None else load_benchmark(spec.name, spec.path)
+            whole = load_benchmark("shards", test_shards, classes=classes) if spec is None else load_benchmark(spec.name, spec.path, **spec.adapter_options())
             labelled = whole.only_split(spec.split) if spec is not None and spec.split is not None else whole
             with self._progress(f"evaluate {title}", len(labelled)) as advance:
                 written += evaluate_set(loaded, labelled, classes, settings, out / title, seed=self.config.run.seed, advance=advance, floor=floor)
@@ -509,10 +533,13 @@ class Runner:
 
 
 def _append_columns(table: pa.Table, columns: pa.Table, stage: str) -> pa.Table:
-    """Add a stage's columns; every stage keeps the plan's sample order, which is checked, not assumed."""
+    """Add a stage's columns; one an earlier stage also wrote is replaced (balance's ``accepted`` counts the
+    near-duplicates it rejects). Every stage keeps the plan's sample order, which is checked, not assumed."""
     if not columns.column("id").equals(table.column("id")):
         raise UserError(f"parts/{stage}: sample ids do not line up with the plan; delete parts/{stage} and .state/{stage} and rerun")
     for name in columns.column_names:
-        if name != "id":
+        if name in table.column_names and name != "id":
+            table = table.set_column(table.column_names.index(name), name, columns.column(name))
+        elif name != "id":
             table = table.append_column(name, columns.column(name))
     return table

@@ -76,7 +76,8 @@ COLUMNS = pa.schema(
 samples planned from scratch) and ``source_boxes`` that film's boxes in its own pixels. ``image_shard`` is the stage shard holding the rendered image; ``image_attempts``
 counts the renders regeneration needed and ``image_rejections`` lists each rejected render's failing checks
 ("attempt 1: contrast"; null when the first render passed); ``accepted`` is true when every per-sample check
-passed; ``selected`` marks the samples balance exported (eligible: accepted and not a near-duplicate); ``shard`` is the
+passed and, once balance has run, the sample is no near-duplicate (``reject_reasons`` then names the duplicate
+check and its similarity); ``selected`` marks the samples balance exported (eligible: accepted and not a near-duplicate); ``shard`` is the
 exported training/test shard (null when the sample was not selected). ``report_attempts`` counts the drafts the
 verification loop needed, ``report_verified`` says whether the last one matched the plan, and
 ``report_rejections`` lists each failed attempt's reasons ("attempt 1: missing: nodule (present, right)"; null

@@ -204,6 +204,29 @@ class Ledger:
     def is_recorded(self, stage: str, unit: str) -> bool:
         return self.record_path(stage, unit).exists()
 
+    def staleness(self, stage: str, unit: str, fingerprint: str) -> str:
+        """Why a recorded unit no longer matches its settings or inputs ('' when it does, or is not recorded).
+
+        A cheap version of ``check`` for ``synthvlp status`` and the report: outputs are not re-hashed, and an
+        input is hashed only when it is newer than the record (a copied folder does not look stale)."""
+        path = self.record_path(stage, unit)
+        if not path.exists():
+            return ""
+        try:
+            record = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return f"{self._rel(path)} is corrupt"
+        if record.get("fingerprint") != fingerprint:
+            return "its settings changed since it ran"
+        recorded_at = path.stat().st_mtime
+        for rel, digest in record.get("inputs", {}).items():
+            source = self.run_dir / rel
+            if not source.exists():
+                return f"its input {rel} is gone"
+            if source.stat().st_mtime > recorded_at and file_digest(source) != digest:
+                return f"its input {rel} changed since it ran"
+        return ""
+
     def _rel(self, path: Path) -> str:
         """Relative to the run folder (so a moved folder stays valid); absolute for inputs outside it, such as
         a real corpus CSV or a benchmark folder."""

@@ -106,8 +106,17 @@ def test_nih_release_labels_boxes_splits_and_missing(nih_release: Path) -> None:
     assert labelled.split == ["train", "train", "test"] and labelled.group == ["1", "1", "13118"]
     [region] = labelled.regions
     assert region.image == 2 and region.label == "atelectasis"
-    assert region.box == pytest.approx((225.084745762712, 547.019216763771, 225.084745762712 + 86.7796610169491,
-                                        547.019216763771 + 79.1864406779661))
+    # the box is in the release's 1024 px frame; the image on disk is 8 x 6 px, so the box is scaled to it
+    sx, sy = 8 / 1024, 6 / 1024
+    assert region.box == pytest.approx((225.084745762712 * sx, 547.019216763771 * sy, (225.084745762712 + 86.7796610169491) * sx,
+                                        (547.019216763771 + 79.1864406779661) * sy))
+
+
+def test_nih_folder_with_two_label_files_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "labels.csv").write_text("path,split,finding_labels,patient_id\n")
+    (tmp_path / "Data_Entry_2017.csv").write_text("Image Index,Finding Labels,Patient ID\n")
+    with pytest.raises(UserError, match="several label files"):
+        load_benchmark("nih", tmp_path)
 
 
 def test_nih_entry_file_missing_a_column_names_file_and_columns(tmp_path: Path) -> None:
@@ -174,7 +183,7 @@ def test_chexpert_valid_maps_uncertain_and_blank_to_nan(tmp_path: Path) -> None:
     assert row["cardiomegaly"] == 1 and row["opacity"] == 1 and row["pleural effusion"] == 0
     assert math.isnan(row["pulmonary edema"]) and math.isnan(row["pneumothorax"])
     assert "no finding" not in labelled.classes and len(labelled.classes) == 13
-    both = load_benchmark("chexpert", root / "valid.csv", frontal_only=False, root=tmp_path)
+    both = load_benchmark("chexpert", root / "valid.csv", frontal_only=False, images=tmp_path)
     assert len(both) == 2 and dict(zip(both.classes, both.labels[1]))["pulmonary edema"] == 1
 
 

@@ -13,12 +13,40 @@ from synthvlp.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["status"], ["config", "show"], ["models"], ["version"]])
-def test_every_command_explains_itself(command):
-    result = runner.invoke(app, [*command, "--help"])
-    assert result.exit_code == 0
+COMMANDS = [[], ["run"], ["status"], ["config", "show"], ["models"], ["version"], ["pretrain"], ["pretrain", "rasd"], ["evaluate"],
+            ["finetune"], ["compare"], ["serve"], ["export"], ["entities", "extract"], ["entities", "stats"], ["filter", "real"], ["render", "preview"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_every_command_explains_itself(command, flag):
+    result = runner.invoke(app, [*command, flag], terminal_width=200)
+    assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
     assert len(result.output.split()) > 15
+
+
+def test_help_texts_keep_their_brackets_and_name_what_they_do():
+    assert "RASD_CONFIG [overrides]" in runner.invoke(app, ["pretrain", "-h"], terminal_width=200).output
+    assert "grounding" in runner.invoke(app, ["evaluate", "-h"], terminal_width=200).output
+    rasd = runner.invoke(app, ["pretrain", "rasd", "-h"], terminal_width=200).output
+    assert "Usage: root pretrain rasd" in rasd or "pretrain rasd [OPTIONS]" in rasd
+
+
+def test_entities_extract_prints_json_lines_and_writes_tables(tmp_path):
+    import json
+
+    result = runner.invoke(app, ["entities", "extract", "Small left pleural effusion. No pneumothorax."])
+    assert result.exit_code == 0, result.output
+    [line] = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert [(e["canonical"], e["assertion"], e["laterality"]) for e in line["entities"]] == [("pleural effusion", "present", "left"), ("pneumothorax", "absent", None)]
+    corpus = tmp_path / "reports.csv"
+    corpus.write_text("id,text\na,Right pacemaker.\nb,Heart size is normal.\n")
+    table = runner.invoke(app, ["entities", "extract", "--corpus", str(corpus), "--out", str(tmp_path / "m.csv")])
+    assert table.exit_code == 0, table.output
+    assert "pacemaker" in (tmp_path / "m.csv").read_text() and "right" in (tmp_path / "m.csv").read_text()
+    both = runner.invoke(app, ["entities", "extract", "x", "--corpus", str(corpus)])
+    assert "one of the two" in str(both.exception)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

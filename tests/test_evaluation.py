@@ -128,8 +128,17 @@ def test_evaluate_set_writes_tables_plots_and_markdown(tmp_path):
     assert summary["missing"] == 1 and summary["classes_lacking"] == ["nodule"] and summary["images"] == 40
     markdown = "\n".join(results_markdown(tmp_path, link_prefix="evaluate/"))
     assert "| pleural effusion |" in markdown and "1.000 (1.000-1.000)" in markdown
-    assert "1 listed but missing" in markdown and "evaluate/toy/roc.png" in markdown
+    assert "Scored the 40 images present of 41 listed" in markdown and "evaluate/toy/roc.png" in markdown
     assert write_results(tmp_path, "t").read_text().startswith("# t")
+
+
+def test_evaluate_set_with_no_image_on_disk_is_an_error(tmp_path):
+    loaded = LoadedModel(_BrightnessModel(), _to_tensor, lambda prompts: list(prompts))
+    empty = _labelled().select([])
+    empty.missing = ["a.png", "b.png"]
+    with pytest.raises(UserError, match=r"no image to score: 2 listed, none found on disk \(e.g. a.png, b.png\)"):
+        evaluate_set(loaded, empty, ["pleural effusion"], EvaluateSection(bootstrap=0), tmp_path / "x", seed=0)
+    assert not (tmp_path / "x").exists()
 
 
 def test_evaluate_set_without_any_wanted_class_is_an_error(tmp_path):

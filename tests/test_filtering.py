@@ -135,6 +135,20 @@ def test_near_duplicate_reports():
     assert duplicate.tolist() == [False, False, True]
 
 
+def test_a_near_duplicate_is_a_rejection_with_its_reason():
+    """Balance's duplicate verdict reaches the manifest's accepted and reject_reasons, not only a verdict column."""
+    from synthvlp.filtering.selection import select_dataset
+
+    films = np.stack([_film(s) for s in range(3)] + [_film(0)]).astype(np.float32) / 255
+    rows = [{"id": f"s{i}", "accepted": i != 1, "reject_reasons": None if i != 1 else "contrast", "split": "train",
+             "planned_entities": [], "findings": "", "impression": ""} for i in range(4)]
+    table, _ = select_dataset(RunConfig(), rows, image_signatures(films))
+    assert table.column("accepted").to_pylist() == [True, False, True, False]
+    reasons = table.column("reject_reasons").to_pylist()
+    assert reasons[:3] == [None, "contrast", None] and reasons[3].startswith("duplicate_image: 1.0000 to an earlier sample")
+    assert table.column("selected").to_pylist()[3] is False
+
+
 def _balance_rows():
     """A long-tailed train split: 'common' in 80 samples, 'rare' in 8, plus 40 normal."""
     rows = []

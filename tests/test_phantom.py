@@ -78,6 +78,16 @@ def test_the_patients_right_is_the_images_left(side, half):
     assert mask[:, half].sum() == mask.sum()
 
 
+@pytest.mark.parametrize(("side", "image_half"), [("right", "left"), ("left", "right"), (None, "right")])
+def test_pacemaker_generator_sits_on_the_stated_side(side, image_half):
+    """The generator (the mask's top rows: the lead runs down from it) is on the patient's stated side, the
+    patient's left by default; the patient's right is the image's left."""
+    mask = phantom.render([_entity("pacemaker", side)], SIZE, np.random.default_rng(0)).findings[0].mask
+    top = np.flatnonzero(mask.any(axis=1))[0]
+    columns = np.flatnonzero(mask[top : top + 3].any(axis=0))
+    assert (columns.mean() < SIZE / 2) == (image_half == "left"), columns
+
+
 def _ctr(plan, seed):
     """Cardiothoracic ratio measured on the drawn masks: heart width over the widest span of both lungs."""
     body = build_body(draw_anatomy(read_scene(plan), np.random.default_rng(seed)), 128, np.random.default_rng(seed))

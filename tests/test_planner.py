@@ -63,6 +63,8 @@ def test_unknown_or_misplaced_entity_is_named():
         check_findings(config(normals="[cardiomegaly]", max_normals=1), VOCAB)
     with pytest.raises(ConfigError, match=r"plan.findings: 'unicorn' is not in the entity vocabulary"):
         check_findings(config(findings="[unicorn]", max_findings=1), VOCAB)
+    with pytest.raises(ConfigError, match=r"'pleural efusion' is not in the entity vocabulary; did you mean 'pleural effusion'\?"):
+        check_findings(config(findings="[pleural efusion]", max_findings=1), VOCAB)
 
 
 @pytest.mark.parametrize(("shard_size", "shards"), [(7, 1), (25, 3)])

@@ -56,6 +56,35 @@ def test_server_speaks_the_openai_api_and_enforces_limits(server):
     assert "all strings" in httpx.post(f"{server.url}/v1/chat/completions", json=nested).json()["error"]["message"]
 
 
+def test_a_request_whose_client_gives_up_is_cancelled(server):
+    """A client that times out disconnects; its generation stops at the next token instead of running to 4000
+    tokens, and the next request is answered at once instead of queueing behind it."""
+    before = server.stats()
+    long = {"model": "x", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4000, "temperature": 0}
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{server.url}/v1/chat/completions", json=long, timeout=1.0)
+    deadline = time.monotonic() + 60
+    while server.stats()["cancelled"] == before["cancelled"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    short = httpx.post(f"{server.url}/v1/chat/completions", json={**long, "max_tokens": 4}, timeout=60)
+    assert short.status_code == 200 and short.json()["usage"]["completion_tokens"] <= 4
+    after = server.stats()
+    assert after["cancelled"] - before["cancelled"] == 1 and after["completions"] - before["completions"] == 1
+    assert after["completion_tokens"] - before["completion_tokens"] < 2000, after  # stopped long before 4000 tokens
+
+
+def test_serve_refuses_an_empty_or_non_model_path(tmp_path):
+    from synthvlp.generation.writers.hf_local import check_model_path
+
+    with pytest.raises(UserError, match="model path is empty"):
+        check_model_path("")
+    with pytest.raises(UserError, match="not a Hugging Face model folder"):
+        check_model_path(tmp_path)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match="not a .gguf"):
+        check_model_path(tmp_path / "notes.txt")
+
+
 def test_concurrent_requests_are_batched_and_every_sample_comes_back(server):
     config = settings(server.url, n=16)
     plan = plan_run(config, load_vocabulary())

@@ -65,8 +65,10 @@ def label_fraction_split(labelled: LabelledSet, fraction: float, seed: int) -> n
 
 
 def class_rows(protocol: str, fraction: float, seed: int, train: LabelledSet, test_labels: np.ndarray,
-               scores: np.ndarray) -> list[dict]:
-    """One row per class: test AUC over the test images labelled 1/0 for it, and the training counts."""
+               scores: np.ndarray, pool: int) -> list[dict]:
+    """One row per class: test AUC over the test images labelled 1/0 for it, and the training counts: the
+    subset's images (``n_subset``; more than ``fraction`` of the ``pool`` training images when a positive per
+    class had to be added) and those labelled for the class (``n_train``)."""
     rows = []
     for column, name in enumerate(train.classes):
         known_train = ~np.isnan(train.labels[:, column])
@@ -75,7 +77,7 @@ def class_rows(protocol: str, fraction: float, seed: int, train: LabelledSet, te
         auc = float(roc_auc_score(y, scores[known, column])) if 0 < y.sum() < len(y) else float("nan")
         rows.append({"protocol": protocol, "fraction": fraction, "seed": seed, "class": name, "auc": auc,
                      "n_train_pos": int((train.labels[known_train, column] == 1).sum()), "n_train": int(known_train.sum()),
-                     "n_test": int(known.sum())})
+                     "n_test": int(known.sum()), "n_subset": len(train), "n_pool": pool})
     return rows
 
 
@@ -114,7 +116,7 @@ def linear_probe(model, preprocess, train_set: LabelledSet, test_set: LabelledSe
                     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
                     classifier.fit(train_x[index][known], y)
                     scores[:, column] = classifier.decision_function(test_x)
-            rows += class_rows("linear_probe", fraction, seed, train, test_set.labels, np.nan_to_num(scores))
+            rows += class_rows("linear_probe", fraction, seed, train, test_set.labels, np.nan_to_num(scores), len(train_set))
             if say is not None:
                 say(f"linear probe {fraction:g} seed {seed}: {len(index)} training images")
     return rows
@@ -191,7 +193,7 @@ def full_finetune(model, preprocess, train_set: LabelledSet, test_set: LabelledS
             with torch.no_grad():
                 scores = torch.cat([classifier(_batch(test_set, range(b, min(b + batch_size, len(test_set))), preprocess))
                                     for b in range(0, len(test_set), batch_size)]).numpy()
-            rows += class_rows("full_finetune", fraction, seed, train, test_set.labels, scores)
+            rows += class_rows("full_finetune", fraction, seed, train, test_set.labels, scores, len(train_set))
     return rows
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from synthvlp.errors import UserError
 from synthvlp.evaluation.benchmarks.base import LabelledSet
 from synthvlp.evaluation.zeroshot import encode_images, mean_auc_interval, plot_roc, score_classes, zero_shot_probabilities
 from synthvlp.store import atomic_open, write_text_atomic
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,24 +47,38 @@ def restrict_classes(labelled: LabelledSet, wanted: Sequence[str]) -> tuple[Labe
 
 
 def evaluate_set(loaded: LoadedModel, labelled: LabelledSet, classes: Sequence[str], settings: EvaluateSection, out: Path,
-                 seed: int, advance: Callable[[int], None] | None = None, floor: LoadedModel | None = None) -> list[Path]:
+                 seed: int, advance: Callable[[int], None] | None = None, floor: LoadedModel | None = None,
+                 batch_size: int = 128) -> list[Path]:
     """Zero-shot classification (and grounding where the set has regions) of one set into ``out``; with ``floor``
-    (a randomly initialised model of the same architecture) its zero-shot scores too, in ``zeroshot_floor.csv``."""
+    (a randomly initialised model of the same architecture) its zero-shot scores too, in ``zeroshot_floor.csv``.
+
+    ``batch_size`` images go through the model at once. A set none of whose listed images is on disk is an
+    error, not a table of n/a; boxes that reach past their image are counted and warned about (they are in
+    another resolution than the images), never dropped silently."""
     labelled, lacking = restrict_classes(labelled, classes)
     if not labelled.classes:
         raise UserError(f"{labelled.name}: none of the classes {list(classes)} is labelled in this benchmark; set evaluate.classes (or --classes)")
-    probabilities = _zero_shot(loaded, labelled, settings, advance)
+    if not len(labelled):
+        shown = f" (e.g. {', '.join(labelled.missing[:3])})" if labelled.missing else ""
+        raise UserError(f"{labelled.name}: no image to score: {len(labelled.missing):,} listed, none found on disk{shown}; "
+                        "check the data path and the images folder (--images, or the benchmark's images option)")
+    outside = boxes_outside(labelled)
+    if outside:
+        log.warning("%s: %d of %d boxes reach past their image (e.g. %s); they are in another resolution than the images, "
+                    "so grounding skips what lies outside", labelled.name, len(outside), len(labelled.regions), outside[0])
+    probabilities = _zero_shot(loaded, labelled, settings, advance, batch_size)
     results = score_classes(probabilities, labelled.labels, labelled.classes, settings.bootstrap, seed)
     written = [_write_csv(out / "zeroshot.csv", [r.row() for r in results])]
     roc = out / "roc.png"
     plot_roc(probabilities, labelled.labels, labelled.classes, roc, title=f"Zero-shot ROC: {out.name}")
     summary = {"benchmark": out.name, "source": labelled.name, "images": len(labelled), "missing": len(labelled.missing),
                "missing_examples": labelled.missing[:5], "classes_lacking": lacking, "regions": len(labelled.regions),
+               "regions_outside_image": len(outside), "regions_outside_examples": outside[:5],
                "min_positives": settings.min_positives, "grounding_map": settings.grounding_map,
                **mean_auc_interval(probabilities, labelled.labels, labelled.classes, settings.min_positives, settings.bootstrap, seed)}
     (out / "zeroshot_floor.csv").unlink(missing_ok=True)
     if floor is not None:
-        floor_probabilities = _zero_shot(floor, labelled, settings)
+        floor_probabilities = _zero_shot(floor, labelled, settings, batch_size=batch_size)
         floor_results = score_classes(floor_probabilities, labelled.labels, labelled.classes, settings.bootstrap, seed)
         written.append(_write_csv(out / "zeroshot_floor.csv", [r.row() for r in floor_results]))
         floor_mean = mean_auc_interval(floor_probabilities, labelled.labels, labelled.classes, settings.min_positives, settings.bootstrap, seed)
@@ -70,19 +87,36 @@ def evaluate_set(loaded: LoadedModel, labelled: LabelledSet, classes: Sequence[s
     for stale in ("grounding.csv", "grounding_regions.csv", "overlays.png", "finetune.csv"):  # a rerun shows no old table
         (out / stale).unlink(missing_ok=True)
     if settings.grounding and labelled.regions:
-        written += ground(loaded, labelled, settings, out, seed)
+        written += ground(loaded, labelled, settings, out, seed, batch_size)
     return written
 
 
 def _zero_shot(loaded: LoadedModel, labelled: LabelledSet, settings: EvaluateSection,
-               advance: Callable[[int], None] | None = None) -> np.ndarray:
+               advance: Callable[[int], None] | None = None, batch_size: int = 128) -> np.ndarray:
     """(n_images, n_classes) zero-shot probabilities of ``loaded`` with the configured prompt ensembles."""
-    features = encode_images(loaded.model, loaded.preprocess, len(labelled), labelled.open, advance=advance)
+    features = encode_images(loaded.model, loaded.preprocess, len(labelled), labelled.open, batch_size, advance=advance)
     return zero_shot_probabilities(loaded.model, loaded.tokenizer, features, labelled.classes,
                                    settings.positive_prompts, settings.negative_prompts)
 
 
-def ground(loaded: LoadedModel, labelled: LabelledSet, settings: EvaluateSection, out: Path, seed: int) -> list[Path]:
+def boxes_outside(labelled: LabelledSet) -> list[str]:
+    """A description of each box (of a region without a mask) that reaches more than 1% past its image."""
+    sizes: dict[int, tuple[int, int]] = {}
+    outside = []
+    for region in labelled.regions:
+        if region.box is None or region.mask is not None:
+            continue
+        if region.image not in sizes:
+            with labelled.open(region.image) as image:
+                sizes[region.image] = image.size
+        width, height = sizes[region.image]
+        x0, y0, x1, y1 = region.box
+        if x1 > 1.01 * width or y1 > 1.01 * height or x0 < -0.01 * width or y0 < -0.01 * height:
+            outside.append(f"{labelled.ids[region.image]}: {region.label} box ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}) on a {width}x{height} image")
+    return outside
+
+
+def ground(loaded: LoadedModel, labelled: LabelledSet, settings: EvaluateSection, out: Path, seed: int, batch_size: int = 32) -> list[Path]:
     """Zero-shot grounding of every region: ``grounding.csv`` (per label), ``grounding_regions.csv``, ``overlays.png``."""
     from synthvlp.evaluation.grounding import ground_set, plot_overlays, region_text, similarity_maps
 
@@ -90,7 +124,7 @@ def ground(loaded: LoadedModel, labelled: LabelledSet, settings: EvaluateSection
         return settings.positive_prompts[0].format(name=label)
 
     rows, summary = ground_set(loaded.model, loaded.preprocess, loaded.tokenizer, labelled, prompt_for=prompt_for,
-                               bootstrap=settings.bootstrap, seed=seed, kind=settings.grounding_map)
+                               batch_size=batch_size, bootstrap=settings.bootstrap, seed=seed, kind=settings.grounding_map)
     written = [_write_csv(out / "grounding.csv", summary), _write_csv(out / "grounding_regions.csv", rows)]
     shown = [r for r in labelled.regions if r.box is not None or r.mask is not None][: settings.overlays]
     if shown:
@@ -180,15 +214,17 @@ def finetune_markdown(folder: Path) -> list[str]:
 
         rows = [{**r, "auc": _number(r["auc"])} for r in read_csv(folder / "finetune.csv")]
         lines += ["### Fine-tuning: " + folder.name, "",
-                  "Mean test AUC over classes, then mean and 95% t-interval over seeds (a fixed-seed training subset per seed, whole patients).", "",
+                  "Mean test AUC over classes, then mean and 95% t-interval over seeds (a fixed-seed training subset per seed, whole patients). "
+                  "'labels' is the share of the training split actually used: a subset smaller than one positive per class is raised to that.", "",
                   "| protocol | labels | training images | mean AUC |", "|---|---|---|---|"]
         per_seed: dict[tuple[str, str], list[float]] = {}
         for run in mean_auc_per_run(rows):
             per_seed.setdefault((run["protocol"], run["fraction"]), []).append(run["mean_auc"])
         for (protocol, fraction), means in per_seed.items():
-            images = sorted({int(r["n_train"]) for r in rows if (r["protocol"], r["fraction"]) == (protocol, fraction)})
+            chosen = [r for r in rows if (r["protocol"], r["fraction"]) == (protocol, fraction)]
+            images = sorted({int(r.get("n_subset") or r["n_train"]) for r in chosen})
             count = f"{images[0]}-{images[-1]}" if len(images) > 1 else str(images[0])
-            lines.append(f"| {protocol} | {float(fraction):.0%} | {count} | {_interval(means)} |")
+            lines.append(f"| {protocol} | {_label_share(float(fraction), images, chosen[0].get('n_pool'))} | {count} | {_interval(means)} |")
         lines.append("")
     if (folder / "segmentation.csv").exists():
         rows = read_csv(folder / "segmentation.csv")
@@ -200,6 +236,14 @@ def finetune_markdown(folder: Path) -> list[str]:
             lines.append(f"| {float(fraction):.0%} | {cell['pretrained']} | {cell['scratch']} |")
         lines.append("")
     return lines
+
+
+def _label_share(asked: float, images: list[int], pool: str | None) -> str:
+    """The share of the training split used, with the share asked for when the positives rule raised it."""
+    if not pool or not int(pool):
+        return f"{asked:.0%}"
+    used = np.mean(images) / int(pool)
+    return f"{used:.1%} (asked {asked:.0%}; a positive per class)" if used > asked * 1.5 else f"{asked:.0%}"
 
 
 def benchmark_folders(root: Path) -> list[Path]:
@@ -228,7 +272,7 @@ def results_markdown(root: Path, link_prefix: str = "") -> list[str]:
         summary = json.loads((folder / "summary.json").read_text())
         floor = {r["name"]: r for r in read_csv(folder / "zeroshot_floor.csv")} if (folder / "zeroshot_floor.csv").exists() else None
         lines += [f"### Zero-shot classification: {summary['benchmark']}", "",
-                  f"{summary['images']} images" + (f"; {summary['missing']} listed but missing, left out" if summary["missing"] else "")
+                  _scored_images(summary)
                   + (f"; not labelled in this benchmark: {', '.join(summary['classes_lacking'])}" if summary["classes_lacking"] else "") + ".",
                   "", "| class | pos | neg | AUC (95% CI) | random init AUC | F1 best | ACC best | MCC best | F1 @0.5 | note |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
@@ -252,6 +296,14 @@ def results_markdown(root: Path, link_prefix: str = "") -> list[str]:
 
 
 _MAP_TEXT = {"contribution": "dot product: each location's share of the image-text score", "similarity": "cosine similarity"}
+
+
+def _scored_images(summary: dict) -> str:
+    """"Scored the 621 images present of 112,120 listed": a subset on disk is a normal way to evaluate."""
+    images, missing = summary["images"], summary["missing"]
+    text = f"Scored the {images:,} images present of {images + missing:,} listed" if missing else f"Scored {images:,} images"
+    outside = summary.get("regions_outside_image", 0)
+    return text + (f"; {outside} of {summary['regions']} boxes reach past their image (another resolution), see summary.json" if outside else "")
 
 
 def _grounding_markdown(folder: Path, benchmark: str, link_prefix: str, map_kind: str) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from synthvlp.config import RunConfig
@@ -27,8 +28,10 @@ def planned_counts(config: RunConfig, plans: list[list[dict]]) -> Counter[str]:
     return counts
 
 
-def source_counts(config: RunConfig, extractor: EntityExtractor, cache_dir: Path) -> Counter[str] | None:
-    """Reports of ``plan.source_corpus`` stating each pool item (cached by corpus size, mtime and pool)."""
+def source_counts(config: RunConfig, extractor: Callable[[], EntityExtractor], cache_dir: Path) -> Counter[str] | None:
+    """Reports of ``plan.source_corpus`` stating each pool item (cached by corpus size, mtime and pool).
+
+    ``extractor`` is called only when the counts are not cached: compiling the vocabulary takes seconds."""
     path = config.plan.source_corpus
     if path is None:
         return None
@@ -46,7 +49,7 @@ def source_counts(config: RunConfig, extractor: EntityExtractor, cache_dir: Path
 
     counts: Counter[str] = Counter({label: 0 for label in labels})
     texts = [r.text for r in read_corpus(path)]
-    for mentions in extractor.extract(texts):
+    for mentions in extractor().extract(texts):
         stated = {m.canonical if m.assertion == "present" else f"no {m.canonical}" for m in mentions if m.assertion != "uncertain"}
         counts.update(stated & set(labels))
     write_text_atomic(cache, json.dumps(dict(counts), sort_keys=True))

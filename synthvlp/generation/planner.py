@@ -12,6 +12,8 @@ independent of sharding and unit size: it depends on (config, seed, sample id) o
 
 from __future__ import annotations
 
+import difflib
+
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -50,8 +52,9 @@ def check_findings(config: RunConfig, vocab: Vocabulary) -> None:
             try:
                 entity = vocab[name]
             except KeyError:
-                close = [e.name for e in vocab.entities if name.split()[-1] in e.name][:5]
-                hint = f"; similar entries: {close}" if close else ""
+                known = [e.name for e in vocab.entities]
+                close = difflib.get_close_matches(name.lower(), known, n=5, cutoff=0.75) or [n for n in known if name.split()[-1] in n][:5]
+                hint = f"; did you mean {close[0]!r}? similar entries: {close}" if close else ""
                 raise ConfigError(f"plan.{field}: {name!r} is not in the entity vocabulary{hint}") from None
             if entity.category not in allowed:
                 raise ConfigError(f"plan.{field}: {name!r} is a {entity.category} entity; plan.{field} takes {'/'.join(allowed)} entities")

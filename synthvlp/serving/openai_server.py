@@ -6,10 +6,13 @@ Speaks the subset report writing needs (``/v1/models``, ``/v1/chat/completions``
 ``/health``, plus ``/stats`` with the batcher's numbers), so the ``openai`` backend and any OpenAI client work
 against it unchanged. Concurrent requests are batched by ``Batcher``. It binds 127.0.0.1 unless told otherwise,
 can require an API key, and refuses bodies over ``max_body_bytes`` and completions over ``max_tokens_limit``.
+A request whose client disconnects (gave up, timed out) is cancelled: skipped if still queued, stopped at the
+next token if generating, so a client's retries never pile up behind work nobody waits for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -20,7 +23,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from synthvlp.generation.writers.hf_local import Batcher, GenRequest, LocalModel
+from synthvlp.generation.writers.hf_local import Batcher, GenRequest, GenResult, LocalModel
 
 
 def create_app(model: LocalModel, max_batch: int = 8, api_key: str | None = None, max_body_bytes: int = 1 << 20,
@@ -64,7 +67,7 @@ def create_app(model: LocalModel, max_batch: int = 8, api_key: str | None = None
 
     @app.get("/v1/models")
     async def models() -> dict:
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "synthvlp"}]}
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "synthvlp", "max_batch": max_batch}]}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
@@ -80,7 +83,9 @@ def create_app(model: LocalModel, max_batch: int = 8, api_key: str | None = None
         gen, problem = _gen(body, max_tokens_limit, messages=messages, fields=fields)
         if problem:
             return error(400, problem)
-        result = await batcher.submit(gen)
+        result = await _unless_disconnected(request, batcher, gen)
+        if result is None:
+            return error(499, "client closed the request; its generation was cancelled")
         return _completion("chat.completion", name, result, {"index": 0, "message": {"role": "assistant", "content": result.text}, "finish_reason": result.finish_reason})
 
     @app.post("/v1/completions")
@@ -96,10 +101,34 @@ def create_app(model: LocalModel, max_batch: int = 8, api_key: str | None = None
         gen, problem = _gen(body, max_tokens_limit, prompt=prompt)
         if problem:
             return error(400, problem)
-        result = await batcher.submit(gen)
+        result = await _unless_disconnected(request, batcher, gen)
+        if result is None:
+            return error(499, "client closed the request; its generation was cancelled")
         return _completion("text_completion", name, result, {"index": 0, "text": result.text, "finish_reason": result.finish_reason})
 
     return app
+
+
+async def _unless_disconnected(request: Request, batcher: Batcher, gen: GenRequest) -> GenResult | None:
+    """The batcher's answer to ``gen``, or None when the client disconnects first (the generation is cancelled).
+
+    The disconnect is awaited on the request's receive channel, which ends in ``http.disconnect`` once the body
+    has been read (polling ``is_disconnected`` does not see it through the HTTP middleware)."""
+    answer = asyncio.ensure_future(batcher.submit(gen))
+    gone = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not answer.done():
+            answer.cancel()
+            await asyncio.gather(answer, gone, return_exceptions=True)
+    return None if answer.cancelled() else answer.result()
+
+
+async def _disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _body(request: Request, limit: int) -> tuple[dict, str | None]:

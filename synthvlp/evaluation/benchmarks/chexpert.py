@@ -26,10 +26,10 @@ COMPETITION = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural
 
 
 def load(path: Path | list[Path], split: str = "valid", frontal_only: bool = True,
-         include_no_finding: bool = False, root: Path | None = None) -> LabelledSet:
+         include_no_finding: bool = False, images: Path | None = None) -> LabelledSet:
     """CheXpert ``split`` ("train", "valid" or "test") from a CSV or the folder holding it.
 
-    ``root`` is where image paths are resolved (default: the CSV's folder, then its parent).
+    ``images`` is where image paths are resolved (default: the CSV's folder, then its parent).
     """
     csv = _csv(path, split)
     frame = read_csv(csv, ["Study"] if csv.name == "groundtruth.csv" else ["Path", "Frontal/Lateral"])
@@ -37,8 +37,8 @@ def load(path: Path | list[Path], split: str = "valid", frontal_only: bool = Tru
     if not labels:
         raise UserError(f"{csv}: no CheXpert label column; expected some of {LABELS}")
     classes = harmonise_all(labels, "chexpert")
-    roots = [Path(root)] if root else [csv.parent, csv.parent.parent]
-    images, ids, rows, group, missing = [], [], [], [], []
+    roots = [Path(images)] if images else [csv.parent, csv.parent.parent]
+    refs, ids, rows, group, missing = [], [], [], [], []
     for record in frame.to_dict("records"):
         row = _row(record, labels)
         for relative in _image_paths(record, roots, frontal_only):
@@ -46,16 +46,16 @@ def load(path: Path | list[Path], split: str = "valid", frontal_only: bool = Tru
             if found is None:
                 missing.append(relative)
                 continue
-            images.append(found)
+            refs.append(found)
             ids.append(relative)
             rows.append(row)
             group.append(_patient(relative))
-    return LabelledSet(f"chexpert/{split}", images, ids, classes, label_matrix(rows, classes),
-                       split=[split] * len(images), group=group, missing=missing)
+    return LabelledSet(f"chexpert/{split}", refs, ids, classes, label_matrix(rows, classes),
+                       split=[split] * len(refs), group=group, missing=missing)
 
 
 def build_chexpert_5x200(train_csv: Path, seed: int = 0, per_class: int = 200, frontal_only: bool = True,
-                         root: Path | None = None) -> LabelledSet:
+                         images: Path | None = None) -> LabelledSet:
     """CheXpert 5x200: ``per_class`` images for each competition finding, positive for it and for none of the
     other four (uncertain and blank count as not positive, as in GLoRIA), drawn with ``seed``.
 
@@ -68,8 +68,8 @@ def build_chexpert_5x200(train_csv: Path, seed: int = 0, per_class: int = 200, f
     positive = frame[COMPETITION].apply(lambda col: col.str.strip().isin(["1", "1.0"]))
     rng = np.random.default_rng(seed)
     classes = harmonise_all(COMPETITION, "chexpert")
-    roots = [Path(root)] if root else [csv.parent, csv.parent.parent]
-    images, ids, label_rows, missing = [], [], [], []
+    roots = [Path(images)] if images else [csv.parent, csv.parent.parent]
+    refs, ids, label_rows, missing = [], [], [], []
     for j, finding in enumerate(COMPETITION):
         only = positive[finding] & (positive.sum(axis=1) == 1)
         candidates = sorted(frame.loc[only, "Path"])
@@ -81,11 +81,11 @@ def build_chexpert_5x200(train_csv: Path, seed: int = 0, per_class: int = 200, f
             if found is None:
                 missing.append(str(relative))
                 continue
-            images.append(found)
+            refs.append(found)
             ids.append(str(relative))
             label_rows.append(np.eye(len(COMPETITION), dtype=np.float32)[j])
     labels = np.stack(label_rows) if label_rows else np.zeros((0, len(classes)), dtype=np.float32)
-    return LabelledSet("chexpert-5x200", images, ids, classes, labels, split=["test"] * len(images),
+    return LabelledSet("chexpert-5x200", refs, ids, classes, labels, split=["test"] * len(refs),
                        group=[_patient(i) for i in ids], missing=missing)
 
 

@@ -17,17 +17,21 @@ from synthvlp.evaluation.labels import harmonise
 LABEL_VALUES = {"", "1", "0", "-1", "1.0", "0.0", "-1.0"}
 
 
-def load(path: Path | list[Path], image_column: str = "path", label_columns: list[str] | None = None) -> LabelledSet:
-    """A CSV (image paths relative to it; -1 and blank are NaN) or a folder with one subfolder per class.
+def load(path: Path | list[Path], image_column: str = "path", label_columns: list[str] | None = None,
+         images: Path | None = None) -> LabelledSet:
+    """A CSV (image paths relative to ``images``, default its folder; -1 and blank are NaN) or a folder with one
+    subfolder per class. The set is named after the CSV (or folder), and so are its result folders.
 
     Without ``label_columns`` every column whose cells are all 1/0/-1/blank is a label. In a folder, an image is
     1 for its subfolder's class and 0 for the others; a "normal"/"no finding" subfolder is 0 for all classes.
     """
     path = existing(Path(path[0] if isinstance(path, list) else path), "data")
-    return _folder(path) if path.is_dir() else _csv(path, image_column, label_columns)
+    if path.is_dir():
+        return _folder(path)
+    return _csv(path, image_column, label_columns, existing(Path(images), "image folder") if images else path.parent)
 
 
-def _csv(csv: Path, image_column: str, label_columns: list[str] | None) -> LabelledSet:
+def _csv(csv: Path, image_column: str, label_columns: list[str] | None, root: Path) -> LabelledSet:
     """Labels from the named (or all 1/0/-1) columns of ``csv``."""
     frame = read_csv(csv, [image_column, *(label_columns or [])])
     if label_columns is None:
@@ -38,7 +42,7 @@ def _csv(csv: Path, image_column: str, label_columns: list[str] | None) -> Label
     classes = harmonise_all(label_columns, csv.name)
     refs, ids, rows, missing = [], [], [], []
     for record in frame.to_dict("records"):
-        image = csv.parent / record[image_column]
+        image = root / record[image_column]
         if not image.is_file():
             missing.append(record[image_column])
             continue

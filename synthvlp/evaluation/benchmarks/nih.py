@@ -2,9 +2,11 @@
 
 Finding labels are exhaustive (a finding not listed is absent), so labels are 1/0 with no NaN. The box file
 has a header whose box columns are unnamed after the first (``Bbox [x,y,w,h],,,``) and its header spelling
-varies between releases, so it is read by position. Our small sets in the ``labels.csv`` layout
-(``nih-dev-64``, ``nih-real-256``: ``path, split, finding_labels, patient_id, ...``) are recognised by their
-columns; a ``boxes.csv`` beside one (``path, finding, x, y, w, h`` in that set's pixels) gives its regions.
+varies between releases, so it is read by position. Boxes are in the pixels of the released 1024 x 1024 PNGs;
+when the images on disk are smaller (a downsampled copy), each box is scaled to its image's size. Our small sets
+in the ``labels.csv`` layout (``nih-dev-64``, ``nih-real-256``: ``path, split, finding_labels, patient_id, ...``)
+are recognised by their columns; a ``boxes.csv`` beside one (``path, finding, x, y, w, h`` in that set's pixels)
+gives its regions.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from PIL import Image
 
 from synthvlp.errors import UserError
 from synthvlp.evaluation.benchmarks._common import existing, harmonise_all, label_matrix, read_csv
@@ -21,6 +24,8 @@ from synthvlp.evaluation.labels import harmonise
 FINDINGS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis",
             "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax"]
 ENTRY_COLUMNS = ["Image Index", "Finding Labels", "Patient ID"]
+RELEASE_SIZE = (1024, 1024)
+"""Width and height of the released PNGs, the frame ``BBox_List_2017`` is in."""
 DEV_COLUMNS = ["path", "split", "finding_labels", "patient_id"]
 
 
@@ -29,21 +34,24 @@ def load(path: Path | list[Path], include_no_finding: bool = False, split: str |
     """ChestX-ray14 from its folder (or a list of its files and image folders), or a ``labels.csv`` dev set.
 
     ``split`` keeps one split ("train"/"test" from the split lists, or the dev set's column); ``images`` is the
-    image folder when it is not beside the label files.
+    image folder when it is not beside the label files. A folder with more than one label file is refused rather
+    than guessed at.
     """
     paths = [existing(Path(p), "NIH data") for p in (path if isinstance(path, list) else [path])]
     files = [f for p in paths for f in (sorted(p.iterdir()) if p.is_dir() else [p]) if f.is_file()]
-    folders = [p for p in paths if p.is_dir()] + ([Path(images)] if images else [])
-    dev = next((f for f in files if f.name == "labels.csv"), None)
-    entry = next((f for f in files if f.name.startswith("Data_Entry_2017")), None)
-    if entry is None and dev is None:
+    folders = [p for p in paths if p.is_dir()] + ([existing(Path(images), "NIH image folder")] if images else [])
+    candidates = [f for f in files if f.name == "labels.csv" or f.name.startswith("Data_Entry_2017")]
+    if not candidates:
         raise UserError(f"NIH: no Data_Entry_2017*.csv(.gz) or labels.csv among {[str(p) for p in paths]}")
+    if len(candidates) > 1:
+        raise UserError(f"NIH: several label files {[str(f) for f in candidates]}; pass the one you mean as --data")
     names = FINDINGS + (["No Finding"] if include_no_finding else [])
     classes = harmonise_all(names, "nih")
-    if entry is not None:
-        out = _official(entry, files, folders, names, classes)
+    [labels] = candidates
+    if labels.name.startswith("Data_Entry_2017"):
+        out = _official(labels, files, folders, names, classes)
     else:
-        out = _dev(dev, names, classes)
+        out = _dev(labels, Path(images) if images else labels.parent, names, classes)
     return out if split is None else out.only_split(split)
 
 
@@ -64,17 +72,17 @@ def _official(entry: Path, files: list[Path], folders: list[Path], names: list[s
         split.append(splits.get(name, "unlisted"))
     position = {image_id: i for i, image_id in enumerate(ids)}
     bbox = next((f for f in files if f.name.startswith("BBox_List_2017")), None)
-    regions = _boxes(bbox, position) if bbox else []
+    regions = _boxes(bbox, position, images) if bbox else []
     return LabelledSet("nih", images, ids, classes, label_matrix(rows, classes), regions,
                        split if splits else None, group, missing)
 
 
-def _dev(csv: Path, names: list[str], classes: list[str]) -> LabelledSet:
-    """The ``labels.csv`` layout: image path relative to the CSV, split and pipe-separated findings."""
+def _dev(csv: Path, root: Path, names: list[str], classes: list[str]) -> LabelledSet:
+    """The ``labels.csv`` layout: image path relative to ``root`` (the CSV's folder), split and findings."""
     frame = read_csv(csv, DEV_COLUMNS)
     images, ids, rows, group, split, missing = [], [], [], [], [], []
     for record in frame.to_dict("records"):
-        image = csv.parent / record["path"]
+        image = root / record["path"]
         if not image.is_file():
             missing.append(record["path"])
             continue
@@ -84,7 +92,7 @@ def _dev(csv: Path, names: list[str], classes: list[str]) -> LabelledSet:
         group.append(record["patient_id"])
         split.append(record["split"])
     boxes = csv.parent / "boxes.csv"
-    regions = _dev_boxes(boxes, {path: i for i, path in enumerate(images)}, csv.parent) if boxes.is_file() else []
+    regions = _dev_boxes(boxes, {path: i for i, path in enumerate(images)}, root) if boxes.is_file() else []
     return LabelledSet("nih", images, ids, classes, label_matrix(rows, classes), regions, split=split, group=group,
                        missing=missing)
 
@@ -130,8 +138,9 @@ def _split_lists(files: list[Path]) -> dict[str, str]:
     return out
 
 
-def _boxes(csv: Path, position: dict[str, int]) -> list[Region]:
-    """Regions of ``BBox_List_2017.csv``, columns read by position: image, finding, x, y, w, h."""
+def _boxes(csv: Path, position: dict[str, int], images: list[Path]) -> list[Region]:
+    """Regions of ``BBox_List_2017.csv``, columns read by position: image, finding, x, y, w, h; scaled from the
+    release's 1024 px frame to each image's own size (read from its header)."""
     frame = pd.read_csv(csv, header=0)
     if frame.shape[1] < 6:
         raise UserError(f"{csv}: expected 6 columns (Image Index, Finding Label, Bbox [x, y, w, h]), "
@@ -139,6 +148,8 @@ def _boxes(csv: Path, position: dict[str, int]) -> list[Region]:
     regions = []
     for name, finding, x, y, w, h in frame.iloc[:, :6].itertuples(index=False):
         if name in position:
-            regions.append(Region(position[name], harmonise(str(finding), "nih"),
-                                  (float(x), float(y), float(x) + float(w), float(y) + float(h))))
+            with Image.open(images[position[name]]) as image:
+                sx, sy = image.width / RELEASE_SIZE[0], image.height / RELEASE_SIZE[1]
+            x0, y0 = float(x) * sx, float(y) * sy
+            regions.append(Region(position[name], harmonise(str(finding), "nih"), (x0, y0, x0 + float(w) * sx, y0 + float(h) * sy)))
     return regions

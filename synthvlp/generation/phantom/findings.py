@@ -25,6 +25,9 @@ LATERAL = frozenset({
 })  # fmt: skip
 """Kinds drawn on one side (or both when the plan says bilateral); the rest are central or diffuse."""
 
+ONE_SIDED: dict[str, str] = {"pacemaker": "left"}
+"""Kinds drawn on the side the plan states, else on their usual side (a pacemaker generator sits left)."""
+
 
 @dataclass
 class Effect:
@@ -48,6 +51,9 @@ def sides_of(finding: Finding, rng: np.random.Generator) -> list[str]:
 def draw(finding: Finding, body: Body, rng: np.random.Generator) -> Effect:
     """The effect of one finding; lateral findings on both sides are merged into one effect and one mask."""
     drawer = _DRAWERS[finding.kind]
+    if finding.kind in ONE_SIDED:
+        side = finding.laterality if finding.laterality in ("left", "right") else ONE_SIDED[finding.kind]
+        return drawer(body, side, finding.severity, rng)
     if finding.kind not in LATERAL:
         return drawer(body, "", finding.severity, rng)
     effects = [drawer(body, side, finding.severity, rng) for side in sides_of(finding, rng)]
@@ -241,10 +247,11 @@ def _chest_tube(body: Body, side: str, severity: int, rng: np.random.Generator) 
 
 
 def _pacemaker(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
-    """Pacemaker: a dense generator in the left upper chest and a lead into the right ventricle."""
+    """Pacemaker: a dense generator in the upper chest on ``side`` and a lead through the superior vena cava
+    into the right ventricle."""
     a, grid = body.anatomy, body.grid
-    gy, gx = a.apex + 0.03 + 0.03 * rng.random(), a.mid + (0.55 + 0.15 * rng.random()) * a.half_width
-    lead = _device(body, [(gy, gx), (a.apex + 0.1, a.mid + 0.05), (a.apex + 0.14, a.mid - 0.03), (a.base["left"] - 0.08, a.mid + 0.08)], 0.003, 0.5 * a.density["organ"])
+    gy, gx = a.apex + 0.03 + 0.03 * rng.random(), a.mid + SIGN[side] * (0.55 + 0.15 * rng.random()) * a.half_width
+    lead = _device(body, [(gy, gx), (a.apex + 0.1, a.mid + SIGN[side] * 0.05), (a.apex + 0.14, a.mid - 0.03), (a.base["left"] - 0.08, a.mid + 0.08)], 0.003, 0.5 * a.density["organ"])
     generator = ellipse(grid, gy, gx, 0.03, 0.04)
     return Effect(shape=np.maximum(lead.shape, generator), density=np.maximum(lead.density, 1.2 * a.density["organ"] * generator))
 

@@ -25,7 +25,10 @@ from synthvlp.seeding import sample_seed
 
 @dataclass
 class GenRequest:
-    """One completion: a chat (``messages``) or a raw ``prompt``; ``fields`` asks for a JSON object of strings."""
+    """One completion: a chat (``messages``) or a raw ``prompt``; ``fields`` asks for a JSON object of strings.
+
+    ``cancel`` is set when nobody waits for the answer any more (an HTTP client that disconnected): a queued
+    request is then skipped and a running one stops at its next token."""
 
     messages: list[dict] | None = None
     prompt: str | None = None
@@ -33,6 +36,7 @@ class GenRequest:
     temperature: float = 0.0
     seed: int = 0
     fields: tuple[str, ...] = ()
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
 
 @dataclass
@@ -50,9 +54,7 @@ class LocalModel:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        path = Path(path)
-        if not path.exists():
-            raise UserError(f"model path {path} not found; give a local HF model folder or a .gguf file")
+        path = check_model_path(path)
         if path.suffix == ".gguf":
             kwargs = {"gguf_file": path.name}
             folder = path.parent
@@ -76,13 +78,14 @@ class LocalModel:
         return "".join(f"{m['role']}: {m['content']}\n" for m in request.messages) + "assistant: "
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
-        """One batch. Plain requests get one pass; field requests one pass per field over the batch."""
+        """One batch. Plain requests get one pass; field requests one pass per field over the batch. A request
+        cancelled before or during its pass ends early with ``finish_reason`` "cancelled"."""
         with self._lock:
             prompts = [self.render(r) for r in requests]
             plain = [i for i, r in enumerate(requests) if not r.fields]
             results: list[GenResult | None] = [None] * len(requests)
             for i, (text, used, reason) in zip(plain, self._complete([prompts[i] for i in plain], [requests[i] for i in plain]), strict=True):
-                results[i] = GenResult(text, self._count(prompts[i]), used, reason)
+                results[i] = GenResult(text, self._count(prompts[i]), used, "cancelled" if requests[i].cancel.is_set() else reason)
             structured = [i for i, r in enumerate(requests) if r.fields]
             for i, result in zip(structured, self._fill_fields([prompts[i] for i in structured], [requests[i] for i in structured]), strict=True):
                 results[i] = result
@@ -95,16 +98,22 @@ class LocalModel:
         values: list[dict[str, str]] = [{} for _ in requests]
         used = [0] * len(requests)
         for position, name in enumerate(names):
+            if all(r.cancel.is_set() for r in requests):
+                break
             heads = [p + _json_head(v, name) for p, v in zip(prompts, values, strict=True)]
-            budget = [GenRequest(max_tokens=max(8, r.max_tokens // len(names)), temperature=r.temperature, seed=r.seed + position) for r in requests]
+            budget = [GenRequest(max_tokens=max(8, r.max_tokens // len(names)), temperature=r.temperature, seed=r.seed + position, cancel=r.cancel)
+                      for r in requests]
             for k, (text, n, _) in enumerate(self._complete(heads, budget, min_new_tokens=1)):
                 values[k][name] = _until_quote(text)
                 used[k] += n
-        return [GenResult(json.dumps(v), self._count(p), n) for v, p, n in zip(values, prompts, used, strict=True)]
+        return [GenResult(json.dumps(v), self._count(p), n, "cancelled" if r.cancel.is_set() else "stop")
+                for v, p, n, r in zip(values, prompts, used, requests, strict=True)]
 
     def _complete(self, prompts: list[str], requests: list[GenRequest], min_new_tokens: int = 0) -> list[tuple[str, int, str]]:
-        if not prompts:
-            return []
+        if not prompts or all(r.cancel.is_set() for r in requests):
+            return [("", 0, "cancelled") for _ in requests]
+        from transformers import StoppingCriteriaList
+
         torch = self._torch
         batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         longest = max(r.max_tokens for r in requests)
@@ -120,6 +129,7 @@ class LocalModel:
                 top_p=None,
                 top_k=None,
                 pad_token_id=self.tokenizer.pad_token_id,
+                stopping_criteria=StoppingCriteriaList([_Cancelled(requests)]),
             )
         new = out[:, batch["input_ids"].shape[1] :]
         results = []
@@ -136,6 +146,34 @@ class LocalModel:
 
     def _count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def check_model_path(path: Path | str) -> Path:
+    """``path`` if it is a local HF model folder (with ``config.json``) or a ``.gguf`` file; otherwise a
+    ``UserError`` that says what was given and what is expected (an empty path would load the current folder)."""
+    if not str(path).strip():
+        raise UserError("model path is empty; give a local HF model folder (with config.json) or a .gguf file")
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"model path {path} not found; give a local HF model folder or a .gguf file")
+    if path.is_file() and path.suffix != ".gguf":
+        raise UserError(f"model path {path} is a file but not a .gguf; give a .gguf file or a local HF model folder")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise UserError(f"model path {path} is not a Hugging Face model folder (no config.json); give the model's folder or a .gguf file")
+    return path
+
+
+class _Cancelled:
+    """A transformers stopping criterion: a row is done once its request is cancelled; generation ends when all
+    rows are done, so an abandoned batch stops at the next token instead of running to max_tokens."""
+
+    def __init__(self, requests: list[GenRequest]) -> None:
+        self.requests = requests
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.tensor([r.cancel.is_set() for r in self.requests], dtype=torch.bool, device=input_ids.device)
 
 
 def _json_head(done: dict[str, str], name: str) -> str:
@@ -159,10 +197,13 @@ def _until_quote(text: str) -> str:
 
 @dataclass
 class BatchStats:
-    """What the engine did: the ceiling is completions per second of generate time in full batches."""
+    """What the engine did: the ceiling is completions per second of generate time in full batches; requests
+    cancelled by their client count in ``cancelled`` (not ``completions``), their tokens in ``completion_tokens``."""
 
     batches: int = 0
     completions: int = 0
+    cancelled: int = 0
+    completion_tokens: int = 0
     busy_s: float = 0.0
     full_batches: int = 0
     full_completions: int = 0
@@ -196,9 +237,15 @@ class Batcher:
             self._worker = None
 
     async def submit(self, request: GenRequest) -> GenResult:
+        """The result of ``request``; if the caller stops waiting (its task is cancelled), so does generation."""
         future = asyncio.get_running_loop().create_future()
         await self._queue.put((request, future))
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            request.cancel.set()
+            self.stats.cancelled += 1
+            raise
 
     async def _run(self) -> None:
         while True:
@@ -212,7 +259,7 @@ class Batcher:
                     batch.append(await asyncio.wait_for(self._queue.get(), max(timeout, 0)) if timeout > 0 else self._queue.get_nowait())
                 except (asyncio.TimeoutError, asyncio.QueueEmpty):
                     break
-            live = [(r, f) for r, f in batch if not f.cancelled()]
+            live = [(r, f) for r, f in batch if not f.cancelled() and not r.cancel.is_set()]
             if not live:
                 continue
             started = time.perf_counter()
@@ -223,15 +270,16 @@ class Batcher:
                     if not f.done():
                         f.set_exception(exc)
                 continue
-            self._record(len(live), time.perf_counter() - started)
+            self._record(len(live), time.perf_counter() - started, results)
             for (_, f), result in zip(live, results, strict=True):
                 if not f.done():
                     f.set_result(result)
 
-    def _record(self, size: int, seconds: float) -> None:
+    def _record(self, size: int, seconds: float, results: list[GenResult]) -> None:
         s = self.stats
         s.batches += 1
-        s.completions += size
+        s.completions += sum(r.finish_reason != "cancelled" for r in results)
+        s.completion_tokens += sum(r.completion_tokens for r in results)
         s.busy_s += seconds
         s.sizes[size] = s.sizes.get(size, 0) + 1
         if size == self.max_batch:
