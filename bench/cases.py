@@ -95,6 +95,18 @@ def _pretrain_contention(side: str, params: dict, scratch: Path) -> dict:
             hog.wait()
 
 
+THREAD_VARIANTS = {"2 threads, passive": (2, "PASSIVE"), "2 threads, spinning": (2, "ACTIVE"), "1 thread": (1, "PASSIVE")}
+"""The thread settings ``pretrain-threads`` compares beside a competitor: the policy's default first."""
+
+
+def _pretrain_threads(side: str, params: dict, scratch: Path) -> dict:
+    """One thread setting of the quickstart's pre-training beside a 2-thread competitor; the wait policy is set
+    before torch loads OpenMP (this process has not imported torch yet)."""
+    threads, policy = THREAD_VARIANTS[side]
+    os.environ["OMP_WAIT_POLICY"] = policy
+    return _pretrain_contention("contended", {**params, "threads": threads}, scratch)
+
+
 def _pretrain_vs_open_clip(side: str, params: dict, scratch: Path) -> dict:
     from bench_pretrain import run_open_clip, run_ours
 
@@ -205,6 +217,13 @@ CASES: dict[str, Case] = {
             ("contended", "alone"), "samples/s", "alone / contended (slowdown)", lambda r: r["alone"]["value"] / r["contended"]["value"],
             _pretrain_contention, {"smoke": {"batch": 8, "steps": 3, "warmup": 1}, "full": {"batch": 64, "steps": 12, "warmup": 3}},
             target=2.0, at_most=True, prepare=_pretrain_prepare,
+        ),
+        Case(
+            "pretrain-threads", "quickstart pre-training beside a 2-thread NumPy job: the policy's default vs the old spinning 2 threads and 1 thread",
+            tuple(THREAD_VARIANTS), "samples/s", "default / best other setting",
+            lambda r: r["2 threads, passive"]["value"] / max(r["2 threads, spinning"]["value"], r["1 thread"]["value"]),
+            _pretrain_threads, {"smoke": {"batch": 8, "steps": 3, "warmup": 1}, "full": {"batch": 64, "steps": 12, "warmup": 3}},
+            target=1.0, prepare=_pretrain_prepare,
         ),
         Case(
             "pretrain-vs-open-clip", "synthvlp pretrain vs open_clip_train.main, same model (synthvlp-tiny), shards, batch 64, fp32",

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -169,7 +170,7 @@ def write_record(record: dict, folder: Path) -> Path:
     """``folder/<case>[--label]--<UTC time>.json``, written whole or not at all."""
     folder.mkdir(parents=True, exist_ok=True)
     stamp = record["started"].replace(":", "").replace("+0000", "Z")
-    label = f"--{record['label'].replace(' ', '-')}" if record["label"] else ""
+    label = "--" + re.sub(r"[^A-Za-z0-9]+", "-", record["label"]).strip("-") if record["label"] else ""
     path = folder / f"{record['case']}{label}--{stamp}.json"
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(record, indent=1) + "\n")

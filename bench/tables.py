@@ -42,9 +42,9 @@ def row(record: dict) -> str:
         verdict = f"{'<=' if s['at_most'] else '>='} {s['target']:g}: " + ("**met**" if s["met"] else "**missed**")
     m = record["machine"]
     git = m["git"]["revision"] + ("+" if m["git"]["dirty"] else "")
-    load = f"{s['load_range'][0]:.1f}-{s['load_range'][1]:.1f}"
+    load = f"{s['load_range'][0]:.1f}-{s['load_range'][1]:.1f} (nice {m['nice']})"
     threads = f"{m['threads_compute']}/{m['threads_small']}" + (f", OMP_WAIT_POLICY={m['env']['OMP_WAIT_POLICY']}" if m["env"].get("OMP_WAIT_POLICY") else "")
-    name = record["case"] + (f" ({record['label']})" if record["label"] else "")
+    name = record["case"] + (f" ({record['label']})" if record["label"] else "") + (" [smoke size]" if record["size"] == "smoke" else "")
     return (f"| {name} | {s['unit']}: {sides} | {s['ratio_name']} **{s['ratio_median']:.2f}** "
             f"[{s['ratio_min']:.2f}-{s['ratio_max']:.2f}], {len(s['ratios'])} rounds | {verdict} | {load} | {threads} | "
             f"{git}, {record['started'][:16]}Z | `{record['file']}` |")
@@ -53,7 +53,7 @@ def row(record: dict) -> str:
 def table(records: list[dict]) -> str:
     lines = [
         START,
-        "| case | side medians | ratio median [min-max] | target | load (1-min) | threads compute/small | revision, UTC | evidence (bench/results) |",
+        "| case | side medians | ratio median [min-max] | target | load (1-min, before-after) | threads compute/small | revision, UTC | evidence (bench/results) |",
         "|---|---|---|---|---|---|---|---|",
         *(row(r) for r in records),
         END,
