@@ -1,7 +1,8 @@
 """The one place that decides how many threads each kind of work gets (torch, OpenMP/MKL, NumPy's BLAS).
 
-Why it exists: on 2 shared cores, torch's and OpenBLAS's pools at 2 threads made a training step 2-7x slower
-than at 1 thread whenever another job ran, because every parallel region waits for its slowest thread and idle
+Why it exists: on 2 shared cores, torch's pools at 2 threads made steps several times slower whenever another job
+ran (RaSD's 2D appearance 18x slower than at 1 thread; the quickstart's pre-training at a quarter of the
+throughput it gets with sleeping threads), because every parallel region waits for its slowest thread and idle
 OpenMP threads spin instead of sleeping (BENCHMARKS.md, "Threads"). So:
 
 - ``prepare_environment`` (run when ``synthvlp`` is imported, before torch or NumPy load their runtimes) makes
