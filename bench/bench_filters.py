@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from synthvlp.config import RunConfig, load_config
@@ -25,6 +24,7 @@ from synthvlp.encoders import GradientEncoder
 from synthvlp.filtering.dedupe import image_duplicates
 from synthvlp.filtering.image_checks import contrast, decode_batch, dynamic_range, image_scores, image_signatures, nonfinite_share, saturation
 from synthvlp.generation import phantom
+from synthvlp.threads import apply
 
 
 def timed(function, repeat: int = 3) -> float:
@@ -36,8 +36,44 @@ def timed(function, repeat: int = 3) -> float:
     return best
 
 
-def per_image_checks(pngs: list[bytes], size: int, settings) -> None:
-    """The peer: decode and score one image at a time, as a straightforward loop would."""
+def phantom_pngs(n: int, size: int) -> list[bytes]:
+    """``n`` phantom films (no findings, seeds 0..n-1) as PNG bytes."""
+    pngs = []
+    for i in range(n):
+        buffer = io.BytesIO()
+        Image.fromarray(phantom.render([], size, np.random.default_rng(i)).image).save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    return pngs
+
+
+def decode_and_check(pngs: list[bytes], size: int) -> float:
+    """Seconds for ours: decode the batch, then every image check on it."""
+    settings = RunConfig().filter
+    start = time.perf_counter()
+    image_scores(decode_batch(pngs, size), settings)
+    return time.perf_counter() - start
+
+
+def duplicates_ours(pngs: list[bytes], size: int) -> float:
+    """Seconds for ours: near-duplicate search over the decoded batch's signatures (decoding not timed)."""
+    signatures = image_signatures(decode_batch(pngs, size).pixels)
+    start = time.perf_counter()
+    image_duplicates(signatures, 0.999)
+    return time.perf_counter() - start
+
+
+def duplicates_brute(pngs: list[bytes], size: int) -> float:
+    """Seconds for the peer: the same signatures compared pairwise in a Python loop."""
+    signatures = image_signatures(decode_batch(pngs, size).pixels)
+    start = time.perf_counter()
+    brute_force_duplicates(signatures, 0.999)
+    return time.perf_counter() - start
+
+
+def per_image_checks(pngs: list[bytes], size: int, settings=None) -> float:
+    """Seconds for the peer: decode and score one image at a time, as a straightforward loop would."""
+    settings = settings or RunConfig().filter
+    start = time.perf_counter()
     for data in pngs:
         image = Image.open(io.BytesIO(data))
         pixels = np.asarray(image, dtype=np.float32) / 255.0
@@ -45,6 +81,7 @@ def per_image_checks(pngs: list[bytes], size: int, settings) -> None:
         _ = ((pixels <= 0) | (pixels >= 1)).mean() <= settings.max_saturated
         low, high = np.percentile(pixels, [1, 99])
         _ = high - low >= settings.min_dynamic_range
+    return time.perf_counter() - start
 
 
 def per_image_scores(flat: np.ndarray) -> None:
@@ -65,14 +102,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    apply("compute", args.threads)
     settings = RunConfig().filter
-    films = [phantom.render([], args.size, np.random.default_rng(i)).image for i in range(args.images)]
-    pngs = []
-    for film in films:
-        buffer = io.BytesIO()
-        Image.fromarray(film).save(buffer, format="PNG")
-        pngs.append(buffer.getvalue())
+    pngs = phantom_pngs(args.images, args.size)
     n = len(pngs)
     rows: list[tuple[str, float, float | None, str]] = []
 
@@ -80,7 +112,7 @@ def main() -> None:
     flat = batch.pixels.reshape(n, -1)
     t_decode = timed(lambda: decode_batch(pngs, args.size), 1)
     t_checks = timed(lambda: image_scores(batch, settings))
-    t_peer = timed(lambda: per_image_checks(pngs, args.size, settings), 1)
+    t_peer = per_image_checks(pngs, args.size, settings)
     rows.append(("decode + all image checks", n / (t_decode + t_checks), n / t_peer, "per-image loop (PIL decode + numpy)"))
     rows.append(("PNG decode alone", n / t_decode, None, ""))
     rows.append(("all image checks (decoded)", n / t_checks, n / timed(lambda: per_image_scores(flat), 1), "same checks, one image at a time"))

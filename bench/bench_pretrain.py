@@ -108,16 +108,17 @@ def run_ours(args, shards: list[Path], folder: Path, workers: int) -> dict:
     return {"samples_s": steady(seconds, args.batch, args.warmup), "wall": wall, "rss": rss, "data_wait_share": wait / sum(seconds[args.warmup :])}
 
 
-def run_open_clip(args, shards: list[Path], folder: Path, workers: int) -> dict:
-    table = extract_for_csv(shards, folder / "csv")
+def run_open_clip(args, shards: list[Path], folder: Path, workers: int, extract: bool = True) -> dict:
+    """open_clip_train.main on ``shards`` (extracted to ``folder/csv`` first unless ``extract`` is False)."""
+    table = extract_for_csv(shards, folder / "csv") if extract else folder / "csv" / "train.csv"
     argv = [
         "--train-data", str(table), "--dataset-type", "csv", "--csv-separator", ",", "--csv-img-key", "filepath", "--csv-caption-key", "title",
         "--model", args.model, "--batch-size", str(args.batch), "--epochs", "1", "--lr", "1e-3", "--wd", "0.1", "--warmup", "5",
         "--precision", "fp32", "--workers", str(workers), "--log-every-n-steps", "1", "--logs", str(folder / f"oc-w{workers}"),
         "--name", "bench", "--save-frequency", "0", "--seed", "0", "--report-to", "",
     ]
-    script = (
-        "import sys, torch, open_clip; torch.set_num_threads(%d); "
+    script = (  # synthvlp first, so open_clip's process gets the same OpenMP wait policy as ours (synthvlp.threads)
+        "import sys, synthvlp, torch, open_clip; torch.set_num_threads(%d); "
         "from synthvlp.models import MODEL_CONFIG_DIR; open_clip.add_model_config(MODEL_CONFIG_DIR); "
         "from open_clip_train.main import main; main(sys.argv[1:])" % args.threads
     )

@@ -138,9 +138,14 @@ def worker_torchio(case: dict, repeats: int, label_file: str) -> dict:
 
 
 def run_worker(args: argparse.Namespace) -> None:
-    import torch
+    try:  # ours and the peers get the same pools; a peer's interpreter has no synthvlp
+        from synthvlp.threads import apply
 
-    torch.set_num_threads(args.threads)
+        apply("compute", args.threads)
+    except ImportError:
+        import torch
+
+        torch.set_num_threads(args.threads)
     case = CASES[args.case]
     if args.worker == "ours":
         result = worker_ours(case, args.repeats, args.label_file)
@@ -208,8 +213,9 @@ def downstream(args: argparse.Namespace) -> str:
 
     from synthvlp.rasd import BackboneConfig, FieldsConfig, RaSDConfig, StreamConfig
     from synthvlp.rasd.downstream import finetune_dice, load_segmentation_csv, pretrain
+    from synthvlp.threads import apply
 
-    torch.set_num_threads(args.threads)
+    apply("compute", args.threads)
     size, start = args.size, time.perf_counter()
     backbone = BackboneConfig(name="unet", out_channels=32, channels=(16, 32, 64, 128))
     config = RaSDConfig(

@@ -34,12 +34,15 @@ def _entities(plan):
     return [{"name": n, "category": "ABNORMALITY", "assertion": "present", "laterality": s} for n, s in plan]
 
 
-def worker(backend: str, size: int, images: int, threads: int, steps: int) -> dict:
-    """Render ``images`` images (after one warm-up) and report images/s and this process's peak memory."""
+def worker(backend: str, size: int, images: int, threads: int | None, steps: int) -> dict:
+    """Render ``images`` images (after one warm-up) and report images/s and this process's peak memory
+    (``threads`` None keeps the pools as the caller set them)."""
     import numpy as np
-    import torch
 
-    torch.set_num_threads(threads)
+    from synthvlp.threads import apply
+
+    if threads is not None:
+        apply("compute", threads)
     if backend == "phantom":
         from synthvlp.generation import phantom
 

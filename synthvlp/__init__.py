@@ -7,6 +7,10 @@ each other; what two stages share lives in the core.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from synthvlp.threads import prepare_environment
+
+prepare_environment()  # before torch or NumPy load their thread runtimes (synthvlp/threads.py says why)
+
 try:
     __version__ = version("synthvlp")
 except PackageNotFoundError:  # running from a source tree that was never installed

@@ -321,7 +321,7 @@ class PretrainSection(Section):
     warmup_steps: int = Field(10, ge=0, description="Linear warm-up steps before the cosine decay.")
     max_logit_scale: float = Field(100.0, gt=1.0, description="Upper bound of the learnable inverse temperature (CLIP clamps at 100).")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="'auto': bf16 autocast on GPU, fp32 on CPU.")
-    threads: int = Field(2, ge=1, description="torch CPU threads per process.")
+    threads: int | None = Field(None, ge=1, description="CPU threads per training process; None: the CPUs this process may use (affinity, cgroup quota, OMP_NUM_THREADS; synthvlp.threads).")
     workers: int = Field(0, ge=0, description="DataLoader worker processes per training process (0 decodes in the training process).")
     checkpoint_every: int = Field(100, ge=1, description="Write a resumable training state every this many steps (and at the end).")
     keep_checkpoints: int = Field(2, ge=1, description="Resumable states kept on disk (newest first).")

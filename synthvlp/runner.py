@@ -41,6 +41,8 @@ from synthvlp.errors import UserError
 from synthvlp.executors import execute_units
 from synthvlp.seeding import sample_seed
 from synthvlp.store import Ledger, atomic_open, read_shard, sweep_stale_temp, write_shard, write_text_atomic
+from synthvlp.threads import Kind
+from synthvlp.threads import apply as apply_threads
 
 PER_UNIT_STAGES = ("plan", "reports", "images", "filter")
 GLOBAL_STAGES = ("balance", "pretrain", "evaluate")
@@ -156,6 +158,7 @@ class Runner:
             self.console.print(f"[yellow]removed {stale} partial file(s) left by an interrupted run")
         sharded = self.shard != (0, 1)
         for stage in ordered:
+            apply_threads(self.work_kind(stage), self.config.pretrain.threads)
             if stage in PER_UNIT_STAGES:
                 self._run_per_unit(stage)
             elif sharded:
@@ -168,6 +171,15 @@ class Runner:
 
             write_report(self)
             self.console.print(f"[green]report: {self.run_dir / 'report.md'}")
+
+    def work_kind(self, stage: str) -> Kind:
+        """How the stage computes, for its thread pools: models ("compute") or many small array ops ("small")."""
+        models = {"pretrain", "evaluate"}
+        if self.config.reports.backend == "transformers":
+            models.add("reports")
+        if self.config.images.backend == "diffusers":
+            models.add("images")
+        return "compute" if stage in models else "small"
 
     def _run_per_unit(self, stage: str) -> None:
         fingerprint = self.fingerprint(stage)

@@ -75,13 +75,25 @@ def dynamic_range(flat: np.ndarray, bins: int = 1024) -> np.ndarray:
     return (high - low) / bins
 
 
-def image_scores(batch: DecodedBatch, settings: FilterSection) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{check: (scores, passed)} for every image check; images that failed to decode fail every check."""
-    flat = batch.pixels.reshape(len(batch.pixels), -1)
+CHUNK_BYTES = 1 << 22
+"""Rows scored together: each check makes whole-array temporaries, which stay in cache at 4 MiB; over a batch of
+1,024 films at 256 px (256 MiB) they made decode + checks slower than a loop over single images."""
+
+
+def _row_scores(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(non-finite share, contrast, saturation, dynamic range) of each row; non-finite pixels count as 0."""
     nonfinite = nonfinite_share(flat)
     if nonfinite.max(initial=0.0) > 0.0:
         flat = np.where(np.isfinite(flat), flat, 0.0)
-    std, clipped, span = contrast(flat), saturation(flat), dynamic_range(flat)
+    return nonfinite, contrast(flat), saturation(flat), dynamic_range(flat)
+
+
+def image_scores(batch: DecodedBatch, settings: FilterSection) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{check: (scores, passed)} for every image check; images that failed to decode fail every check."""
+    flat = batch.pixels.reshape(len(batch.pixels), -1)
+    rows = max(1, CHUNK_BYTES // max(1, flat.shape[1] * flat.itemsize))
+    parts = [_row_scores(flat[start : start + rows]) for start in range(0, len(flat), rows)]
+    nonfinite, std, clipped, span = (np.concatenate(scores) for scores in zip(*parts, strict=True))
     checks = {
         "format": (batch.ok.astype(np.float64), batch.ok),
         "finite": (nonfinite, nonfinite == 0.0),

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from synthvlp.threads import apply as apply_threads
+
 
 @dataclass(frozen=True)
 class World:
@@ -27,8 +29,9 @@ class World:
         return self.rank == 0
 
 
-def init_world(threads: int) -> World:
-    """Join torchrun's process group when its environment is set, else a world of one; pick the device."""
+def init_world(threads: int | None) -> World:
+    """Join torchrun's process group when its environment is set, else a world of one; pick the device and set
+    this process's thread pools for compute (``threads`` None: the policy's budget, see ``synthvlp.threads``)."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -37,7 +40,7 @@ def init_world(threads: int) -> World:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-        torch.set_num_threads(threads)
+        apply_threads("compute", threads)
     if size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return World(rank=rank, size=size, local_rank=local_rank, device=device)

@@ -31,6 +31,7 @@ from synthvlp.pretrain.logs import TrainLog
 from synthvlp.pretrain.losses import clip_loss, gloria_local_loss
 from synthvlp.pretrain.sampling import Recipe, StepPlan
 from synthvlp.pretrain.towers import Features, MedVLP
+from synthvlp.threads import worker_init
 
 
 @dataclass
@@ -197,7 +198,7 @@ def _train(settings, shards, out_dir: Path, seed: int, advance, say, world: Worl
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[world.local_rank] if world.device.type == "cuda" else None) if world.size > 1 else model
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=_Batches(plan, start, total), num_workers=settings.workers, collate_fn=collate,
-        generator=torch.Generator().manual_seed(seed), pin_memory=world.device.type == "cuda",
+        generator=torch.Generator().manual_seed(seed), pin_memory=world.device.type == "cuda", worker_init_fn=worker_init,
     )
     bf16 = settings.precision == "bf16" or (settings.precision == "auto" and world.device.type == "cuda")
     autocast = torch.autocast(world.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()

@@ -116,7 +116,7 @@ class TrainConfig(_Section):
     warmup_steps: int = Field(50, ge=0, description="Linear warm-up, then cosine decay to 0.")
     checkpoint_every: int = Field(100, ge=1, description="Write a resumable state every this many steps.")
     keep_checkpoints: int = Field(2, ge=1)
-    threads: int = Field(2, ge=1, description="CPU threads per process.")
+    threads: int | None = Field(None, ge=1, description="CPU threads per process; None: the CPUs this process may use (synthvlp.threads).")
     seed: int = Field(0, ge=0, description="Initial weights; synthesis is seeded by stream.seed (plus the process rank).")
     tensorboard: bool = Field(True)
 
