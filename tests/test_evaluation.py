@@ -258,8 +258,8 @@ def test_compare_puts_floor_and_linear_probe_under_the_classes_and_plots(tmp_pat
     summary = json.loads((folder / "summary.json").read_text())
     summary.update({"floor_mean_auc": 0.51, "floor_mean_auc_ci": [0.45, 0.57], "classes_in_mean": ["nodule"]})
     (folder / "summary.json").write_text(json.dumps(summary))
-    rows = ["protocol,fraction,seed,class,auc"] + [f"linear-probe,1.0,{seed},nodule,{auc}" for seed, auc in ((0, 0.7), (1, 0.8))]
-    rows += ["linear-probe,1.0,0,mass,0.2", "linear-probe,0.1,0,nodule,0.1"]  # outside the mean's classes / another fraction
+    rows = ["protocol,fraction,seed,class,auc"] + [f"linear_probe,1.0,{seed},nodule,{auc}" for seed, auc in ((0, 0.7), (1, 0.8))]
+    rows += ["linear_probe,1.0,0,mass,0.2", "linear_probe,0.1,0,nodule,0.1"]  # outside the mean's classes / another fraction
     (folder / "finetune.csv").write_text("\n".join(rows) + "\n")
     _fake_results(tmp_path / "synthetic" / "evaluate", "nih", {"nodule": 0.6})
     table = compare_runs([tmp_path / "real", tmp_path / "synthetic"])["nih"]

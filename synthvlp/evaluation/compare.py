@@ -75,15 +75,21 @@ def _collect(paths: list[Path], labels: list[str]) -> dict[str, dict[str, dict]]
 
 def _probe(folder: Path, classes: list[str] | None) -> tuple[float, float, float] | None:
     """Mean test AUC of the linear probe at 100% of the labels over the zero-shot mean's classes, with a 95%
-    t-interval over its seeds; None when the run did not probe this benchmark."""
+    t-interval over its seeds (none when every seed trained on the same images); None when the run did not probe
+    this benchmark."""
     if not (folder / "finetune.csv").exists():
         return None
+    from synthvlp.evaluation.finetune import LINEAR_PROBE
     from synthvlp.evaluation.finetune import mean_auc as per_run
 
     rows = [{**r, "auc": float(r["auc"])} for r in read_csv(folder / "finetune.csv")
-            if r["protocol"] == "linear-probe" and float(r["fraction"]) == 1.0 and (classes is None or r["class"] in classes)]
+            if r["protocol"] == LINEAR_PROBE and float(r["fraction"]) == 1.0 and (classes is None or r["class"] in classes)]
     means = [run["mean_auc"] for run in per_run(rows) if run["mean_auc"] == run["mean_auc"]]
-    return t_interval(means) if means else None
+    if not means:
+        return None
+    if len(set(means)) == 1:  # 100% of the labels is one subset whatever the seed: no spread to report
+        return means[0], float("nan"), float("nan")
+    return t_interval(means)
 
 
 def plot_comparison(paths: list[Path], path: Path) -> None:

@@ -28,6 +28,10 @@ from synthvlp.evaluation.zeroshot import encode_images
 Say = Callable[[str], None]
 
 
+LINEAR_PROBE = "linear_probe"
+"""The ``protocol`` value of linear-probe rows in ``finetune.csv``."""
+
+
 def label_fraction_split(labelled: LabelledSet, fraction: float, seed: int) -> np.ndarray:
     """Sorted row indices of a ``fraction`` of ``labelled`` (pass the training split), drawn by patient.
 
@@ -116,7 +120,7 @@ def linear_probe(model, preprocess, train_set: LabelledSet, test_set: LabelledSe
                     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
                     classifier.fit(train_x[index][known], y)
                     scores[:, column] = classifier.decision_function(test_x)
-            rows += class_rows("linear_probe", fraction, seed, train, test_set.labels, np.nan_to_num(scores), len(train_set))
+            rows += class_rows(LINEAR_PROBE, fraction, seed, train, test_set.labels, np.nan_to_num(scores), len(train_set))
             if say is not None:
                 say(f"linear probe {fraction:g} seed {seed}: {len(index)} training images")
     return rows
