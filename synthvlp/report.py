@@ -232,6 +232,8 @@ def _pretrain_section(folder: Path, plot: Path) -> list[str]:
         "",
         f"{metrics['steps']} steps, {metrics['samples']} samples in {metrics['seconds']:.1f} s ({metrics['samples_per_second']:.1f} samples/s).",
         f"Loss {first:.3f} -> {metrics['final_loss']:.3f}.",
+        *(["", "Training pairs by origin: " + "; ".join(f"{count} from {where}" for where, count in metrics["training_pairs"].items()) + "."]
+          if metrics.get("training_pairs") else []),
         "",
         f"![loss curve](plots/{plot.name})",
         "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 
@@ -165,6 +166,10 @@ def test_a_run_trains_on_other_runs_shards_by_glob_and_scores_their_test_split(w
     assert (tmp_path / "mixed" / "evaluate" / "source-test" / "zeroshot.csv").exists()
     assert not (tmp_path / "mixed" / "evaluate" / "synthetic-test").exists()
     assert "own test split" in (tmp_path / "mixed" / "evaluate" / "skipped.json").read_text()
+    trained_on = json.loads((tmp_path / "mixed" / "pretrain" / "metrics.json").read_text())["training_pairs"]
+    source_train = pq.read_table(tmp_path / "source" / "parts" / "balance" / "selection.parquet").to_pylist()
+    assert trained_on == {str(tmp_path / "source" / "dataset"): sum(1 for r in source_train if r["shard"] and r["shard"].startswith("train"))}
+    assert f"from {tmp_path / 'source' / 'dataset'}" in (tmp_path / "mixed" / "report.md").read_text()
 
 
 def test_a_shard_pattern_matching_nothing_is_named(write_config, tmp_path):

@@ -72,6 +72,13 @@ class ShardSource:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def origins(self) -> dict[str, int]:
+        """Pairs per folder of shards (a mixed recipe's real and synthetic runs)."""
+        counts: dict[str, int] = {}
+        for member in self.images:
+            counts[str(member.path.parent)] = counts.get(str(member.path.parent), 0) + 1
+        return counts
+
     def load(self, index: int) -> tuple[Image.Image, str]:
         image = Image.open(io.BytesIO(self.images[index].read()))
         image.load()
@@ -97,6 +104,7 @@ class CsvSource:
             held = [sample_seed(seed, str(g), "real-holdout") / 2**63 < settings.holdout_fraction for g in groups]
             table = table[[not h for h in held]]
         root = settings.image_root or settings.csv.parent
+        self.csv = settings.csv
         self.keys = [f"real-{i}" for i in table.index]
         self.paths = [root / str(p) for p in table[settings.image_column]]
         self.texts = [str(t) for t in table[settings.text_column]]
@@ -105,6 +113,10 @@ class CsvSource:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def origins(self) -> dict[str, int]:
+        """Pairs per file: the CSV's rows left after the held-out share."""
+        return {str(self.csv): len(self.keys)}
 
     def load(self, index: int) -> tuple[Image.Image, str]:
         image = Image.open(self.paths[index])
@@ -137,6 +149,10 @@ class PairDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return sum(self.sizes)
+
+    def origins(self) -> dict[str, int]:
+        """Training pairs per origin (a folder of shards or a CSV), for the run report of a mixed recipe."""
+        return {where: count for source in self.sources for where, count in source.origins().items()}
 
     def locate(self, index: int) -> tuple[Source, int]:
         for source, size in zip(self.sources, self.sizes, strict=True):

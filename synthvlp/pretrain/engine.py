@@ -44,6 +44,7 @@ class TrainResult:
     resumed_from: int
     skipped_images: list[str]
     world_size: int
+    training_pairs: dict[str, int]  # pairs per origin (a folder of shards or a CSV)
 
 
 def build_dataset(settings: PretrainSection, shards: Sequence[Path], transform, tokenizer, seed: int) -> tuple[PairDataset, Recipe]:
@@ -257,4 +258,5 @@ def _train(settings, shards, out_dir: Path, seed: int, advance, say, world: Worl
     return TrainResult(
         steps=total, samples=total * settings.batch_size, final_loss=last_loss, seconds=seconds,
         samples_per_second=done * settings.batch_size / max(seconds, 1e-9), resumed_from=start, skipped_images=skipped, world_size=world.size,
+        training_pairs=dataset.origins(),
     )
