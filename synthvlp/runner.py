@@ -499,6 +499,20 @@ class Runner:
         )
         return [out / "checkpoint.pt", out / "log.csv", metrics]
 
+    def _held_out_real(self, classes: Sequence[str]):
+        """The real corpus's held-out pairs (``pretrain.real.holdout_fraction``, whole patients) as a labelled set:
+        labels are the findings the entity extractor reads in each held-out report, as the label-aware targets are."""
+        from synthvlp.evaluation.benchmarks import LabelledSet
+        from synthvlp.pretrain.data import CsvSource
+        from synthvlp.pretrain.labels import FindingLabels
+
+        held = CsvSource(self.config.pretrain.real, self.config.run.seed, held_out=True)
+        reader = FindingLabels()
+        columns = [reader.names.index(c) for c in classes if c in reader.names]
+        kept = [c for c in classes if c in reader.names]
+        labels = np.stack([reader(text).numpy()[columns] for text in held.texts]).astype(np.float32)
+        return LabelledSet("real-heldout", list(held.paths), list(held.keys), kept, labels)
+
     def _evaluate_global(self) -> list[Path]:
         """Zero-shot tables on the synthetic test split and every configured benchmark, then ``results.md``."""
         import shutil
@@ -514,12 +528,16 @@ class Runner:
         loaded = LoadedModel(*load_clip_checkpoint(checkpoint))
         floor = LoadedModel(*load_clip_checkpoint(checkpoint, random_init_seed=self.config.run.seed)) if settings.floor else None
         test_shards = self.dataset_shards("test")
-        if not test_shards and not settings.benchmarks:
+        holds_out = self.config.pretrain.real is not None and self.config.pretrain.recipe != "synthetic" and self.config.pretrain.real.holdout_fraction > 0
+        if not test_shards and not settings.benchmarks and not holds_out:
             raise UserError("evaluate: the run has no test split and evaluate.benchmarks is empty; raise run.test_fraction "
                             "or list the held-out sets to score (e.g. the test split of the runs a mixed recipe trains on)")
         own = "synthetic-test" if self.config.plan.labels is None else "real-test"
-        sets = [(own, None)] if test_shards else []  # (title, BenchmarkSpec or None for our own test split)
+        sets = [(own, None)] if test_shards else []  # (title, BenchmarkSpec or None for our own held-out data)
         skipped = [] if test_shards else ["the run's own test split: it has none (its training data comes from elsewhere)"]
+        real = self.config.pretrain.real
+        if real is not None and self.config.pretrain.recipe != "synthetic" and real.holdout_fraction > 0:
+            sets.append(("real-heldout", None))
         for spec in settings.benchmarks:
             title = spec.title or spec.name
             if not spec.path.exists():
@@ -532,7 +550,10 @@ class Runner:
             shutil.rmtree(out / stale)  # a benchmark dropped from the config leaves no stale table behind
         written = []
         for title, spec in sets:
-            whole = load_benchmark("shards", test_shards, classes=classes) if spec is None else load_benchmark(spec.name, spec.path, **spec.adapter_options())
+            if spec is not None:
+                whole = load_benchmark(spec.name, spec.path, **spec.adapter_options())
+            else:
+                whole = self._held_out_real(classes) if title == "real-heldout" else load_benchmark("shards", test_shards, classes=classes)
             labelled = whole.only_split(spec.split) if spec is not None and spec.split is not None else whole
             with self._progress(f"evaluate {title}", len(labelled)) as advance:
                 written += evaluate_set(loaded, labelled, classes, settings, out / title, seed=self.config.run.seed, advance=advance, floor=floor)

@@ -86,9 +86,11 @@ class ShardSource:
 
 
 class CsvSource:
-    """A real corpus: a CSV of image paths and report texts; a seeded, group-wise hash split holds part out."""
+    """A real corpus: a CSV of image paths and report texts; a seeded, group-wise hash split holds part out.
 
-    def __init__(self, settings: RealDataSection, seed: int) -> None:
+    ``held_out=True`` gives the held-out part instead, the pairs the evaluate stage scores the model on."""
+
+    def __init__(self, settings: RealDataSection, seed: int, held_out: bool = False) -> None:
         import pandas as pd
 
         if not settings.csv.is_file():
@@ -102,14 +104,17 @@ class CsvSource:
         if settings.holdout_fraction > 0:
             groups = table[settings.group_column] if settings.group_column else table.index
             held = [sample_seed(seed, str(g), "real-holdout") / 2**63 < settings.holdout_fraction for g in groups]
-            table = table[[not h for h in held]]
+            table = table[[h == held_out for h in held]]
+        elif held_out:
+            table = table.iloc[:0]
         root = settings.image_root or settings.csv.parent
         self.csv = settings.csv
         self.keys = [f"real-{i}" for i in table.index]
         self.paths = [root / str(p) for p in table[settings.image_column]]
         self.texts = [str(t) for t in table[settings.text_column]]
         if not self.keys:
-            raise UserError(f"{settings.csv}: no rows left for pre-training (empty, or all held out)")
+            raise UserError(f"{settings.csv}: no rows held out (raise pretrain.real.holdout_fraction)" if held_out
+                            else f"{settings.csv}: no rows left for pre-training (empty, or all held out)")
 
     def __len__(self) -> int:
         return len(self.keys)
