@@ -60,12 +60,13 @@ def run(
 ) -> None:
     """Run the pipeline stages of CONFIG in its run folder, resuming any finished work."""
     from synthvlp.runfolder import prepare_run_folder
-    from synthvlp.runner import Runner
+    from synthvlp.runner import Runner, checked_stages
 
+    part = _parse_shard(shard)  # arguments first: a typo must not create or claim a run folder
+    wanted = checked_stages([s.strip() for s in stages.split(",") if s.strip()])
     resolved = load_config(config, overrides or [])
     run_dir = prepare_run_folder(resolved, force=force)
-    wanted = [s.strip() for s in stages.split(",") if s.strip()]
-    Runner(resolved, run_dir, console=console, shard=_parse_shard(shard)).run(wanted)
+    Runner(resolved, run_dir, console=console, shard=part).run(wanted)
 
 
 @app.command()
@@ -593,11 +594,11 @@ def finetune(
     elif protocol in ("linear-probe", "full"):
         from synthvlp.evaluation.benchmarks import load_benchmark
         from synthvlp.evaluation.finetune import full_finetune, linear_probe
-        from synthvlp.evaluation.harness import restrict_classes
+        from synthvlp.evaluation.harness import readable_images, restrict_classes
         from synthvlp.models import load_clip_checkpoint
 
         model, preprocess, _ = load_clip_checkpoint(checkpoint)
-        labelled = load_benchmark(benchmark, data)
+        labelled = readable_images(load_benchmark(benchmark, data))
         wanted = _wanted_classes(classes, labelled.classes, benchmark)
         labelled, _ = restrict_classes(labelled, wanted)
         if labelled.split is None or not {"train", "test"} <= set(labelled.split):
@@ -670,7 +671,10 @@ def main() -> None:
     try:
         app()
     except UserError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        from rich.markup import escape
+
+        # escaped: a message quotes user input, which is not markup; soft-wrapped: paths are not cut at 80 columns
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; finished work is kept, rerun the same command to resume")

@@ -27,7 +27,7 @@ compares with): changing them redoes nothing, and a run folder accepts them with
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors, values are checked on assignment too."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
 
 class RaySection(Section):

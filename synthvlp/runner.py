@@ -60,6 +60,17 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 
 
 
+def checked_stages(stages: Sequence[str]) -> list[str]:
+    """``stages`` in run order; an unknown name, or none at all, is a ``UserError`` (checked before a run folder is
+    created or claimed)."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise UserError(f"--stages: unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    if not stages:
+        raise UserError(f"--stages: no stage given; stages are {', '.join(STAGES)}")
+    return [s for s in STAGES if s in stages]
+
+
 class RateColumn(ProgressColumn):
     """Items per second, which rich's byte-oriented speed column does not show."""
 
@@ -149,10 +160,7 @@ class Runner:
 
     # ---- running ------------------------------------------------------------------------------------------
     def run(self, stages: Sequence[str] = STAGES) -> None:
-        unknown = [s for s in stages if s not in STAGES]
-        if unknown:
-            raise UserError(f"--stages: unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
-        ordered = [s for s in STAGES if s in stages]
+        ordered = checked_stages(stages)
         stale = sweep_stale_temp(self.run_dir) if self.primary else 0
         if stale:
             self.console.print(f"[yellow]removed {stale} partial file(s) left by an interrupted run")

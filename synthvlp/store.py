@@ -72,11 +72,11 @@ def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        raise _as_user_error(exc, path) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        cause = _os_error(exc)
+        if cause is not None:
+            raise _as_user_error(cause, path) from None
         raise
 
 
@@ -87,6 +87,18 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc``, if any: torch.save, for one, reports a full disk as a RuntimeError raised while
+    handling the OSError, and that must read like every other full disk."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen and not isinstance(exc, UserError):
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ if exc.__cause__ is not None or exc.__suppress_context__ else exc.__context__
+    return None
 
 
 def _as_user_error(exc: OSError, path: Path) -> UserError:
