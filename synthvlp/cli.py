@@ -58,15 +58,19 @@ def run(
     shard: Annotated[str, typer.Option(help="Run only part i of n of the per-sample stages (e.g. 0/4), for several machines.")] = "0/1",
     force: Annotated[bool, typer.Option(help="Reuse a run folder made by a different config; stages whose settings changed are redone.")] = False,
 ) -> None:
-    """Run the pipeline stages of CONFIG in its run folder, resuming any finished work."""
-    from synthvlp.runfolder import prepare_run_folder
+    """Run the pipeline stages of CONFIG in its run folder, resuming any finished work.
+
+    One run at a time per folder: a second is refused, naming the first's PID and host; --shard i/n runs share it.
+    """
+    from synthvlp.runfolder import prepare_run_folder, run_folder_lock
     from synthvlp.runner import Runner, checked_stages
 
     part = _parse_shard(shard)  # arguments first: a typo must not create or claim a run folder
     wanted = checked_stages([s.strip() for s in stages.split(",") if s.strip()])
     resolved = load_config(config, overrides or [])
-    run_dir = prepare_run_folder(resolved, force=force)
-    Runner(resolved, run_dir, console=console, shard=part).run(wanted)
+    with run_folder_lock(resolved.run.out_dir, part):
+        run_dir = prepare_run_folder(resolved, force=force)
+        Runner(resolved, run_dir, console=console, shard=part).run(wanted)
 
 
 @app.command()
@@ -170,13 +174,17 @@ def pretrain(
     """
     import os
 
-    from synthvlp.runfolder import prepare_run_folder
+    from synthvlp.runfolder import prepare_run_folder, run_folder_lock
     from synthvlp.runner import Runner
 
     resolved = load_config(config, overrides or [])
     primary = os.environ.get("RANK", "0") == "0"  # under torchrun only the first process records; the others train
-    run_dir = prepare_run_folder(resolved, force=force) if primary else Path(resolved.run.out_dir)
-    Runner(resolved, run_dir, console=console if primary else Console(stderr=True, quiet=True), primary=primary).run(["pretrain"])
+    if not primary:
+        Runner(resolved, Path(resolved.run.out_dir), console=Console(stderr=True, quiet=True), primary=False).run(["pretrain"])
+        return
+    with run_folder_lock(resolved.run.out_dir):  # not beside a synthvlp run on this folder
+        run_dir = prepare_run_folder(resolved, force=force)
+        Runner(resolved, run_dir, console=console).run(["pretrain"])
 
 
 @pretrain_app.command(
