@@ -339,7 +339,10 @@ def serve(
     threads: Annotated[int | None, typer.Option(min=1, help="transformers: torch CPU threads (default: torch's choice, one per core; on a busy machine 1 can be many times faster).")] = None,
     max_batch: Annotated[int, typer.Option(help="transformers: most requests generated together.")] = 8,
     max_body_bytes: Annotated[int, typer.Option(help="transformers: larger request bodies get 413.")] = 1 << 20,
-    max_tokens_limit: Annotated[int, typer.Option(help="transformers: larger max_tokens get 400.")] = 4096,
+    max_tokens_limit: Annotated[int, typer.Option(min=1, help="transformers: larger max_tokens get 400 (keeps one request within seconds).")] = 512,
+    max_request_tokens: Annotated[int, typer.Option(min=2, help="transformers: prompt + max_tokens above this (or the model's context) get 400.")] = 4096,
+    request_timeout: Annotated[float, typer.Option(min=0.1, help="transformers: seconds before a request is cut off and answered 504.")] = 60.0,
+    grace_period: Annotated[float, typer.Option(min=0.0, help="transformers: on SIGTERM or Ctrl-C, seconds requests in flight get to finish.")] = 30.0,
     vllm_python: Annotated[Path | None, typer.Option(help="vllm: python of the venv where vLLM is installed (vLLM pins its own torch).")] = None,
     max_model_len: Annotated[int, typer.Option(help="vllm: context length to reserve KV cache for.")] = 4096,
     tensor_parallel_size: Annotated[int, typer.Option(help="vllm: GPUs to shard the model over.")] = 1,
@@ -349,10 +352,14 @@ def serve(
     """Serve a model over an OpenAI-compatible API for the `openai` report backend.
 
     Example: synthvlp serve ./SmolLM2-135M-Instruct.gguf --port 8000 --threads 1, then run with
-    reports.backend=openai 'reports.base_urls=\\[http://127.0.0.1:8000/v1]'. Stops cleanly on Ctrl-C or SIGTERM.
+    reports.backend=openai 'reports.base_urls=\\[http://127.0.0.1:8000/v1]'. Stops cleanly on Ctrl-C or SIGTERM, letting requests
+    in flight finish within --grace-period.
 
-    A request whose client disconnects (gave up or timed out) is cancelled, so retries do not pile up; set the
-    client's reports.timeout_s above one batch's generation time (GET /stats: busy_s / batches).
+    One request cannot stall the others (transformers): bad fields get that request a 400, prompts are tokenised and
+    refused when prompt + max_tokens exceeds --max-request-tokens or the model's context, and a request still
+    running after --request-timeout is cut off and answered 504. A request whose client disconnects (gave up or
+    timed out) is cancelled, so retries do not pile up; set the client's reports.timeout_s above one batch's
+    generation time (GET /stats: busy_s / batches).
     """
     import os
 
@@ -369,8 +376,9 @@ def serve(
         console.print(f"loading {model} on {device} ({torch.get_num_threads()} CPU threads) ...")
         local = LocalModel(model, device)
         console.print(f"serving {served_model_name or local.name} at http://{host}:{port}/v1 (Ctrl-C stops)")
-        run_server(local, host=host, port=port, max_batch=max_batch, api_key=key, max_body_bytes=max_body_bytes,
-                   max_tokens_limit=max_tokens_limit, model_name=served_model_name)
+        run_server(local, host=host, port=port, grace_period_s=grace_period, max_batch=max_batch, api_key=key, max_body_bytes=max_body_bytes,
+                   max_tokens_limit=max_tokens_limit, max_request_tokens=max_request_tokens, request_timeout_s=request_timeout,
+                   model_name=served_model_name)
     elif engine == "vllm":
         import signal
 

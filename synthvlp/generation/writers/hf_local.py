@@ -10,6 +10,7 @@ which is cut at its closing quote, so the answer is always valid JSON of that sc
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import threading
 import time
@@ -28,7 +29,10 @@ class GenRequest:
     """One completion: a chat (``messages``) or a raw ``prompt``; ``fields`` asks for a JSON object of strings.
 
     ``cancel`` is set when nobody waits for the answer any more (an HTTP client that disconnected): a queued
-    request is then skipped and a running one stops at its next token."""
+    request is then skipped and a running one stops at its next token. ``deadline`` (a ``time.monotonic()``
+    value) stops this request's generation when it passes, whatever its batch-mates still need; the server sets
+    it from its per-request timeout.
+    """
 
     messages: list[dict] | None = None
     prompt: str | None = None
@@ -37,6 +41,7 @@ class GenRequest:
     seed: int = 0
     fields: tuple[str, ...] = ()
     cancel: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    deadline: float | None = None
 
 
 @dataclass
@@ -69,6 +74,18 @@ class LocalModel:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._torch = torch
         self._lock = threading.Lock()
+        # HF fast tokenizers must not be shared between threads; admission counting gets its own copy
+        self._counter = copy.deepcopy(self.tokenizer)
+        self._counter_lock = threading.Lock()
+        self.context_length = _context_length(self.model.config, self.tokenizer)
+        self.max_token_chars = max(1, max(map(len, self.tokenizer.get_vocab())))
+
+    def prompt_tokens(self, request: GenRequest) -> tuple[str, int]:
+        """(the rendered prompt, its token count), with the counting tokenizer: thread-safe, and never waits for
+        a generating batch. Raises whatever the chat template raises for messages it refuses."""
+        with self._counter_lock:
+            rendered = self.render(request)
+            return rendered, len(self._counter(rendered, add_special_tokens=False)["input_ids"])
 
     def render(self, request: GenRequest) -> str:
         if request.prompt is not None:
@@ -77,10 +94,14 @@ class LocalModel:
             return self.tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False)
         return "".join(f"{m['role']}: {m['content']}\n" for m in request.messages) + "assistant: "
 
-    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
-        """One batch. Plain requests get one pass; field requests one pass per field over the batch. A request
-        cancelled before or during its pass ends early with ``finish_reason`` "cancelled"."""
+    def generate(self, requests: list[GenRequest], halt: threading.Event | None = None) -> list[GenResult]:
+        """One batch. Plain requests get one pass; field requests one pass per field over the batch.
+
+        Each row stops at its own ``max_tokens`` or ``deadline``; a request cancelled before or during its pass
+        ends early with ``finish_reason`` "cancelled"; setting ``halt`` stops every row at the next token (a
+        server shutting down)."""
         with self._lock:
+            self._halt = halt
             prompts = [self.render(r) for r in requests]
             plain = [i for i, r in enumerate(requests) if not r.fields]
             results: list[GenResult | None] = [None] * len(requests)
@@ -101,7 +122,8 @@ class LocalModel:
             if all(r.cancel.is_set() for r in requests):
                 break
             heads = [p + _json_head(v, name) for p, v in zip(prompts, values, strict=True)]
-            budget = [GenRequest(max_tokens=max(8, r.max_tokens // len(names)), temperature=r.temperature, seed=r.seed + position, cancel=r.cancel)
+            budget = [GenRequest(max_tokens=max(8, r.max_tokens // len(names)), temperature=r.temperature, seed=r.seed + position,
+                                 cancel=r.cancel, deadline=r.deadline)
                       for r in requests]
             for k, (text, n, _) in enumerate(self._complete(heads, budget, min_new_tokens=1)):
                 values[k][name] = _until_quote(text)
@@ -110,7 +132,9 @@ class LocalModel:
                 for v, p, n, r in zip(values, prompts, used, requests, strict=True)]
 
     def _complete(self, prompts: list[str], requests: list[GenRequest], min_new_tokens: int = 0) -> list[tuple[str, int, str]]:
-        if not prompts or all(r.cancel.is_set() for r in requests):
+        if not prompts:
+            return []
+        if all(r.cancel.is_set() for r in requests):
             return [("", 0, "cancelled") for _ in requests]
         from transformers import StoppingCriteriaList
 
@@ -129,18 +153,19 @@ class LocalModel:
                 top_p=None,
                 top_k=None,
                 pad_token_id=self.tokenizer.pad_token_id,
-                stopping_criteria=StoppingCriteriaList([_Cancelled(requests)]),
+                stopping_criteria=StoppingCriteriaList([RowStops(batch["input_ids"].shape[1], requests, getattr(self, "_halt", None))]),
             )
         new = out[:, batch["input_ids"].shape[1] :]
         results = []
         for row, request in zip(new, requests, strict=True):
-            ids = row.tolist()
+            ids = row.tolist()[: request.max_tokens]  # a finished row is padded past its end
             if self.tokenizer.eos_token_id in ids:
                 ids = ids[: ids.index(self.tokenizer.eos_token_id)]
                 reason = "stop"
             else:
                 reason = "length"
-            ids = ids[: request.max_tokens]
+            if request.deadline is not None and time.monotonic() >= request.deadline:
+                reason = "timeout"
             results.append((self.tokenizer.decode(ids, skip_special_tokens=True), len(ids), reason))
         return results
 
@@ -163,17 +188,36 @@ def check_model_path(path: Path | str) -> Path:
     return path
 
 
-class _Cancelled:
-    """A transformers stopping criterion: a row is done once its request is cancelled; generation ends when all
-    rows are done, so an abandoned batch stops at the next token instead of running to max_tokens."""
+def _context_length(config, tokenizer) -> int | None:
+    """Tokens the model can attend to (prompt plus completion), from its config or its tokenizer; None if unknown."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < 10**8 else None
 
-    def __init__(self, requests: list[GenRequest]) -> None:
-        self.requests = requests
+
+class RowStops:
+    """A ``StoppingCriteria`` marking each row done at its own ``max_tokens``, ``deadline`` or cancellation
+    (all rows once ``halt`` is set): HF generation ends a batch when every row is done, so one long request no longer decides
+    how long its batch-mates generate, and a late one is cut off at its deadline."""
+
+    def __init__(self, prompt_length: int, requests: list[GenRequest], halt: threading.Event | None) -> None:
+        self.prompt_length, self.halt, self.requests = prompt_length, halt, requests
+        self.limits = [r.max_tokens for r in requests]
+        self.deadlines = [r.deadline for r in requests]
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        return torch.tensor([r.cancel.is_set() for r in self.requests], dtype=torch.bool, device=input_ids.device)
+        produced = input_ids.shape[1] - self.prompt_length
+        if self.halt is not None and self.halt.is_set():
+            return torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        now = time.monotonic()
+        done = [produced >= limit or (deadline is not None and now >= deadline) for limit, deadline in zip(self.limits, self.deadlines, strict=True)]
+        done = [d or r.cancel.is_set() for d, r in zip(done, self.requests, strict=True)]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def _json_head(done: dict[str, str], name: str) -> str:
@@ -198,8 +242,10 @@ def _until_quote(text: str) -> str:
 @dataclass
 class BatchStats:
     """What the engine did: the ceiling is completions per second of generate time in full batches; requests
-    cancelled by their client count in ``cancelled`` (not ``completions``), their tokens in ``completion_tokens``."""
+    cancelled by their client count in ``cancelled`` (not ``completions``), their tokens in ``completion_tokens``;
+    ``in_flight`` counts requests submitted and not yet answered."""
 
+    in_flight: int = 0
     batches: int = 0
     completions: int = 0
     cancelled: int = 0
@@ -225,12 +271,16 @@ class Batcher:
         self.stats = BatchStats()
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
+        self._halt = threading.Event()
 
     async def start(self) -> None:
+        self._halt.clear()
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        """Cancel waiting requests and cut the running batch short at its next token, so stopping is prompt."""
+        self._halt.set()
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
@@ -239,13 +289,16 @@ class Batcher:
     async def submit(self, request: GenRequest) -> GenResult:
         """The result of ``request``; if the caller stops waiting (its task is cancelled), so does generation."""
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put((request, future))
+        self.stats.in_flight += 1
         try:
+            await self._queue.put((request, future))
             return await future
         except asyncio.CancelledError:
             request.cancel.set()
             self.stats.cancelled += 1
             raise
+        finally:
+            self.stats.in_flight -= 1
 
     async def _run(self) -> None:
         while True:
@@ -264,16 +317,28 @@ class Batcher:
                 continue
             started = time.perf_counter()
             try:
-                results = await asyncio.to_thread(self.model.generate, [r for r, _ in live])
-            except Exception as exc:  # noqa: BLE001 - a failed batch fails its requests, not the server
-                for _, f in live:
-                    if not f.done():
-                        f.set_exception(exc)
+                results = await asyncio.to_thread(self.model.generate, [r for r, _ in live], self._halt)
+            except Exception:  # noqa: BLE001 - one bad request must not fail its batch-mates: retry each alone
+                await self._one_by_one(live)
                 continue
             self._record(len(live), time.perf_counter() - started, results)
             for (_, f), result in zip(live, results, strict=True):
                 if not f.done():
                     f.set_result(result)
+
+    async def _one_by_one(self, batch: list) -> None:
+        """Generate each request of a failed batch on its own; only the ones that fail again get the error."""
+        for request, future in batch:
+            if future.done():
+                continue
+            try:
+                result = (await asyncio.to_thread(self.model.generate, [request], self._halt))[0]
+            except Exception as exc:  # noqa: BLE001 - reported to that request's caller
+                if not future.done():
+                    future.set_exception(exc)
+                continue
+            if not future.done():
+                future.set_result(result)
 
     def _record(self, size: int, seconds: float, results: list[GenResult]) -> None:
         s = self.stats
