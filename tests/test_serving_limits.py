@@ -4,6 +4,7 @@ bounded drain on SIGTERM, with the tiny random Llama (real transformers generati
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -104,10 +105,10 @@ def test_a_batch_that_fails_is_retried_request_by_request(local, monkeypatch):
     """An engine failure caused by one request (injected: a 'poison' prompt) fails that request only."""
     real = LocalModel.generate
 
-    def generate(self, requests, halt=None):
+    def generate(self, requests, *args):
         if any(r.prompt == "poison" for r in requests):
             raise RuntimeError("the engine choked on one request")
-        return real(self, requests, halt)
+        return real(self, requests, *args)
 
     monkeypatch.setattr(LocalModel, "generate", generate)
 
@@ -156,20 +157,28 @@ def _in_flight(port: int, body: dict, answers: list) -> threading.Thread:
     def send() -> None:
         try:
             answers.append(httpx.post(f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=300))
-            answers.append(time.monotonic())
         except httpx.HTTPError as exc:
             answers.append(exc)
+        answers.append(time.monotonic())
 
     thread = threading.Thread(target=send)
     thread.start()
     return thread
 
 
-def _wait_in_flight(port: int) -> None:
+def _sigterm_during_request(process: subprocess.Popen, port: int, max_tokens: int) -> tuple[list, float]:
+    """Send a completion, SIGTERM the server once it is in flight and wait for the answer; returns ([response or
+    error, time answered], time signalled)."""
+    answers: list = []
+    thread = _in_flight(port, {"prompt": "The", "max_tokens": max_tokens, "temperature": 0}, answers)
     deadline = time.monotonic() + 120
     while httpx.get(f"http://127.0.0.1:{port}/stats", timeout=30).json()["in_flight"] < 1:
         assert time.monotonic() < deadline, "the request never reached the server"
         time.sleep(0.05)
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    thread.join(300)
+    return answers, signalled
 
 
 @pytest.mark.slow  # two server processes start: minutes on a busy shared CPU
@@ -183,27 +192,62 @@ def test_sigterm_drains_requests_in_flight_within_the_grace_period(tiny_model):
     try:
         for process, port in zip((patient, hasty), ports):
             wait_healthy(process, f"http://127.0.0.1:{port}/health", 300, poll_s=0.2)
-        answered: list = []
-        thread = _in_flight(ports[0], {"prompt": "The", "max_tokens": 600, "temperature": 0}, answered)
-        _wait_in_flight(ports[0])
-        signalled = time.monotonic()
-        patient.send_signal(signal.SIGTERM)
-        thread.join(300)
+        answered, signalled = _sigterm_during_request(patient, ports[0], max_tokens=600)
         assert patient.wait(60) is not None
         assert isinstance(answered[0], httpx.Response) and answered[0].status_code == 200, answered
         assert answered[0].json()["usage"]["completion_tokens"] > 0 and answered[1] > signalled, "answered after SIGTERM"
 
-        cut: list = []
-        thread = _in_flight(ports[1], {"prompt": "The", "max_tokens": 4000, "temperature": 0}, cut)
-        _wait_in_flight(ports[1])
-        stopped = time.monotonic()
-        hasty.send_signal(signal.SIGTERM)
+        cut, signalled = _sigterm_during_request(hasty, ports[1], max_tokens=4000)
         hasty.wait(60)
-        assert time.monotonic() - stopped < 10, "exits soon after its 1 s grace period, not when 4000 tokens are done"
-        thread.join(60)
+        assert cut[-1] - signalled < 10, "cut off soon after its 1 s grace period, not when 4000 tokens are done"
         assert cut and not (isinstance(cut[0], httpx.Response) and cut[0].status_code == 200), cut
     finally:
         for process in (patient, hasty):
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def test_a_long_request_yields_the_engine_to_queued_ones(local):
+    """Time slicing: with short requests queued, a long one pauses every 64 tokens and resumes after them, so the
+    short ones finish long before it; its text is still one whole completion of its max_tokens."""
+    finished: list[str] = []
+
+    async def scenario():
+        batcher = Batcher(local, max_batch=1, max_wait_s=0.0)
+        await batcher.start()
+        try:
+            async def run(name: str, request: GenRequest):
+                result = await batcher.submit(request)
+                finished.append(name)
+                return result
+
+            long = asyncio.create_task(run("long", GenRequest(prompt="The", max_tokens=300)))
+            await asyncio.sleep(0.05)
+            shorts = [asyncio.create_task(run(f"short{i}", GenRequest(prompt="The", max_tokens=8))) for i in range(3)]
+            return await long, await asyncio.gather(*shorts), batcher.stats
+        finally:
+            await batcher.stop()
+
+    long, shorts, stats = asyncio.run(scenario())
+    assert finished[-1] == "long", finished
+    assert long.completion_tokens == 300 or long.finish_reason == "stop"
+    assert all(s.completion_tokens <= 8 for s in shorts)
+    assert stats.batches > stats.completions, "the long request ran in several slices"
+
+
+def test_a_lone_long_request_is_not_sliced(local):
+    request = GenRequest(prompt="The", max_tokens=100)
+    result = local.generate([request], waiting=lambda: False)[0]
+    assert result is not None and result.completion_tokens == len(request.generated)
+    paused = local.generate([GenRequest(prompt="The", max_tokens=100)], waiting=lambda: True)[0]
+    assert paused is None, "with others waiting it pauses after a slice"
+
+
+def test_batch_mates_keep_their_own_temperature_and_schema(local):
+    greedy = GenRequest(prompt="The lungs", max_tokens=12, temperature=0.0)
+    alone = local.generate([GenRequest(prompt="The lungs", max_tokens=12, temperature=0.0)])[0]
+    mixed = local.generate([GenRequest(prompt="The heart", max_tokens=12, temperature=1.5, seed=3), greedy,
+                            GenRequest(prompt="x", max_tokens=16, fields=("a",)), GenRequest(prompt="y", max_tokens=16, fields=("findings", "impression"))])
+    assert mixed[1].text == alone.text, "the greedy request was not sampled at its batch-mate's temperature"
+    assert set(json.loads(mixed[2].text)) == {"a"} and set(json.loads(mixed[3].text)) == {"findings", "impression"}

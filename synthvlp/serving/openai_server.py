@@ -12,8 +12,9 @@ One request cannot stall the others. Before a request reaches the engine it is a
 messages the chat template refuses) gets that request a 400; ``max_tokens`` above ``max_tokens_limit`` gets 400;
 the prompt is rendered and tokenised and refused with 400 when prompt + ``max_tokens`` exceeds the model's context
 or ``max_request_tokens``. An admitted request that is not answered within ``request_timeout_s`` is cut off in the
-engine at its next token and answered with 504. A batch that fails is retried request by request, so only the
-request at fault gets the error. On SIGTERM, uvicorn stops accepting connections and lets the requests in flight
+engine at its next token and answered with 504. While other requests wait, a long request yields the engine every
+64 tokens (``Batcher`` time slicing), so it cannot make short ones wait for its end. A batch that fails is
+retried request by request, so only the request at fault gets the error. On SIGTERM, uvicorn stops accepting connections and lets the requests in flight
 finish for up to ``grace_period_s`` before the process exits. A request whose client disconnects (gave up, timed out) is cancelled: skipped if
 still queued, stopped at the next token if generating, so a client's retries never pile up behind work nobody
 waits for.
