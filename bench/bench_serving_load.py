@@ -7,7 +7,7 @@ repeat, so every phase sees the same machine load. Well-behaved clients send
 chat completions with prompts of 1 to 40 sentences and max_tokens of 8 to 64, one request after another; their
 latency percentiles are the figure of merit. Abusers cycle through a ~1 MB prompt, max_tokens 4096, a 2^70 seed
 and a malformed response_format (phase "refused"), plus, in phase "heavy", a legitimate but heavy request (a
-~1,000-token prompt at the max_tokens ceiling), back to back without pause; each abuser is its own process with pre-encoded bodies, so its client-side work does
+~1,000-token prompt at the max_tokens ceiling), back to back (or at most ``--abuse-rate`` per second each); each abuser is its own process with pre-encoded bodies, so its client-side work does
 not hold the measuring clients' GIL. The answers they get are counted by status. The issue's target: abusers move
 the others' p95 by at most 2x.
 
@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=8, help="well-behaved concurrent clients")
     parser.add_argument("--requests", type=int, default=16, help="requests per well-behaved client per phase")
     parser.add_argument("--abusers", type=int, default=2, help="abusive concurrent clients in the phases with abusers")
-    parser.add_argument("--rounds", type=int, default=2, help="(without, with) phase pairs, interleaved")
+    parser.add_argument("--abuse-rate", type=float, default=0.0, help="requests per second per abuser (0: back to back, a flood)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the three phases, interleaved")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "serving_load.md")
@@ -93,8 +94,8 @@ PHASES = [("none", []), ("refused", ABUSES[:4]), ("heavy", ABUSES)]
 """Each round's phases: the abusive requests its abusers cycle through."""
 
 
-def _abuser(base: str, index: int, kinds: list[tuple[str, dict]], stop, counts) -> None:
-    """One abusive client (its own process): ``kinds`` in turn, back to back, until ``stop`` is set."""
+def _abuser(base: str, index: int, kinds: list[tuple[str, dict]], rate: float, stop, counts) -> None:
+    """One abusive client (its own process): ``kinds`` in turn, back to back or ``rate`` per second, until ``stop``."""
     bodies = [(kind, json.dumps({"model": "x", **body}).encode()) for kind, body in kinds]
     headers = {"content-type": "application/json"}
     mine: Counter = Counter()
@@ -102,12 +103,15 @@ def _abuser(base: str, index: int, kinds: list[tuple[str, dict]], stop, counts) 
         k = index
         while not stop.is_set():
             kind, body = bodies[k % len(bodies)]
+            sent = time.perf_counter()
             try:
                 status = http.post(f"{base}/v1/chat/completions", content=body, headers=headers).status_code
             except httpx.HTTPError as exc:
                 status = type(exc).__name__
             mine[(kind, status)] += 1
             k += 1
+            if rate > 0:
+                stop.wait(max(0.0, 1 / rate - (time.perf_counter() - sent)))
     counts[index] = dict(mine)
 
 
@@ -133,7 +137,7 @@ def _phase(base: str, args: argparse.Namespace, abusers: int, kinds: list[tuple[
     spawn = multiprocessing.get_context("spawn")
     with spawn.Manager() as manager:
         stop, counts = manager.Event(), manager.dict()
-        bad = [spawn.Process(target=_abuser, args=(base, i, kinds, stop, counts)) for i in range(abusers)]
+        bad = [spawn.Process(target=_abuser, args=(base, i, kinds, args.abuse_rate, stop, counts)) for i in range(abusers)]
         for process in bad:
             process.start()
         workers = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
@@ -157,7 +161,7 @@ def _markdown(args, model, phases, load_before, load_after) -> str:
         "# Serving under load, with and without abusive clients",
         "",
         f"Command: `python bench/bench_serving_load.py --clients {args.clients} --requests {args.requests} --abusers {args.abusers} "
-        f"--rounds {args.rounds} --max-batch {args.max_batch}`" + (f" `--model {model}`" if args.model else " (tiny random Llama from tests/tiny_lm.py)"),
+        f"--abuse-rate {args.abuse_rate:g} --rounds {args.rounds} --max-batch {args.max_batch}`" + (f" `--model {model}`" if args.model else " (tiny random Llama from tests/tiny_lm.py)"),
         f"Server: `synthvlp serve` at its default limits. Machine: {os.cpu_count()} CPU cores shared with other jobs; load average "
         f"{load_before[0]:.1f} before and {load_after[0]:.1f} after (absolute latencies are noisy; compare phases of one round).",
         "",
