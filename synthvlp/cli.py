@@ -58,14 +58,19 @@ def run(
     shard: Annotated[str, typer.Option(help="Run only part i of n of the per-sample stages (e.g. 0/4), for several machines.")] = "0/1",
     force: Annotated[bool, typer.Option(help="Reuse a run folder made by a different config; stages whose settings changed are redone.")] = False,
 ) -> None:
-    """Run the pipeline stages of CONFIG in its run folder, resuming any finished work."""
-    from synthvlp.runfolder import prepare_run_folder
-    from synthvlp.runner import Runner
+    """Run the pipeline stages of CONFIG in its run folder, resuming any finished work.
 
+    One run at a time per folder: a second is refused, naming the first's PID and host; --shard i/n runs share it.
+    """
+    from synthvlp.runfolder import prepare_run_folder, run_folder_lock
+    from synthvlp.runner import Runner, checked_stages
+
+    part = _parse_shard(shard)  # arguments first: a typo must not create or claim a run folder
+    wanted = checked_stages([s.strip() for s in stages.split(",") if s.strip()])
     resolved = load_config(config, overrides or [])
-    run_dir = prepare_run_folder(resolved, force=force)
-    wanted = [s.strip() for s in stages.split(",") if s.strip()]
-    Runner(resolved, run_dir, console=console, shard=_parse_shard(shard)).run(wanted)
+    with run_folder_lock(resolved.run.out_dir, part):
+        run_dir = prepare_run_folder(resolved, force=force)
+        Runner(resolved, run_dir, console=console, shard=part).run(wanted)
 
 
 @app.command()
@@ -169,13 +174,17 @@ def pretrain(
     """
     import os
 
-    from synthvlp.runfolder import prepare_run_folder
+    from synthvlp.runfolder import prepare_run_folder, run_folder_lock
     from synthvlp.runner import Runner
 
     resolved = load_config(config, overrides or [])
     primary = os.environ.get("RANK", "0") == "0"  # under torchrun only the first process records; the others train
-    run_dir = prepare_run_folder(resolved, force=force) if primary else Path(resolved.run.out_dir)
-    Runner(resolved, run_dir, console=console if primary else Console(stderr=True, quiet=True), primary=primary).run(["pretrain"])
+    if not primary:
+        Runner(resolved, Path(resolved.run.out_dir), console=Console(stderr=True, quiet=True), primary=False).run(["pretrain"])
+        return
+    with run_folder_lock(resolved.run.out_dir):  # not beside a synthvlp run on this folder
+        run_dir = prepare_run_folder(resolved, force=force)
+        Runner(resolved, run_dir, console=console).run(["pretrain"])
 
 
 @pretrain_app.command(
@@ -330,7 +339,10 @@ def serve(
     threads: Annotated[int | None, typer.Option(min=1, help="transformers: torch CPU threads (default: torch's choice, one per core; on a busy machine 1 can be many times faster).")] = None,
     max_batch: Annotated[int, typer.Option(help="transformers: most requests generated together.")] = 8,
     max_body_bytes: Annotated[int, typer.Option(help="transformers: larger request bodies get 413.")] = 1 << 20,
-    max_tokens_limit: Annotated[int, typer.Option(help="transformers: larger max_tokens get 400.")] = 4096,
+    max_tokens_limit: Annotated[int, typer.Option(min=1, help="transformers: larger max_tokens get 400 (keeps one request within seconds).")] = 512,
+    max_request_tokens: Annotated[int, typer.Option(min=2, help="transformers: prompt + max_tokens above this (or the model's context) get 400.")] = 4096,
+    request_timeout: Annotated[float, typer.Option(min=0.1, help="transformers: seconds before a request is cut off and answered 504.")] = 60.0,
+    grace_period: Annotated[float, typer.Option(min=0.0, help="transformers: on SIGTERM or Ctrl-C, seconds requests in flight get to finish.")] = 30.0,
     vllm_python: Annotated[Path | None, typer.Option(help="vllm: python of the venv where vLLM is installed (vLLM pins its own torch).")] = None,
     max_model_len: Annotated[int, typer.Option(help="vllm: context length to reserve KV cache for.")] = 4096,
     tensor_parallel_size: Annotated[int, typer.Option(help="vllm: GPUs to shard the model over.")] = 1,
@@ -340,10 +352,14 @@ def serve(
     """Serve a model over an OpenAI-compatible API for the `openai` report backend.
 
     Example: synthvlp serve ./SmolLM2-135M-Instruct.gguf --port 8000 --threads 1, then run with
-    reports.backend=openai 'reports.base_urls=\\[http://127.0.0.1:8000/v1]'. Stops cleanly on Ctrl-C or SIGTERM.
+    reports.backend=openai 'reports.base_urls=\\[http://127.0.0.1:8000/v1]'. Stops cleanly on Ctrl-C or SIGTERM, letting requests
+    in flight finish within --grace-period.
 
-    A request whose client disconnects (gave up or timed out) is cancelled, so retries do not pile up; set the
-    client's reports.timeout_s above one batch's generation time (GET /stats: busy_s / batches).
+    One request cannot stall the others (transformers): bad fields get that request a 400, prompts are tokenised and
+    refused when prompt + max_tokens exceeds --max-request-tokens or the model's context, and a request still
+    running after --request-timeout is cut off and answered 504. A request whose client disconnects (gave up or
+    timed out) is cancelled, so retries do not pile up; set the client's reports.timeout_s above one batch's
+    generation time (GET /stats: busy_s / batches).
     """
     import os
 
@@ -360,8 +376,9 @@ def serve(
         console.print(f"loading {model} on {device} ({torch.get_num_threads()} CPU threads) ...")
         local = LocalModel(model, device)
         console.print(f"serving {served_model_name or local.name} at http://{host}:{port}/v1 (Ctrl-C stops)")
-        run_server(local, host=host, port=port, max_batch=max_batch, api_key=key, max_body_bytes=max_body_bytes,
-                   max_tokens_limit=max_tokens_limit, model_name=served_model_name)
+        run_server(local, host=host, port=port, grace_period_s=grace_period, max_batch=max_batch, api_key=key, max_body_bytes=max_body_bytes,
+                   max_tokens_limit=max_tokens_limit, max_request_tokens=max_request_tokens, request_timeout_s=request_timeout,
+                   model_name=served_model_name)
     elif engine == "vllm":
         import signal
 
@@ -593,11 +610,11 @@ def finetune(
     elif protocol in ("linear-probe", "full"):
         from synthvlp.evaluation.benchmarks import load_benchmark
         from synthvlp.evaluation.finetune import full_finetune, linear_probe
-        from synthvlp.evaluation.harness import restrict_classes
+        from synthvlp.evaluation.harness import readable_images, restrict_classes
         from synthvlp.models import load_clip_checkpoint
 
         model, preprocess, _ = load_clip_checkpoint(checkpoint)
-        labelled = load_benchmark(benchmark, data)
+        labelled = readable_images(load_benchmark(benchmark, data))
         wanted = _wanted_classes(classes, labelled.classes, benchmark)
         labelled, _ = restrict_classes(labelled, wanted)
         if labelled.split is None or not {"train", "test"} <= set(labelled.split):
@@ -670,7 +687,10 @@ def main() -> None:
     try:
         app()
     except UserError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        from rich.markup import escape
+
+        # escaped: a message quotes user input, which is not markup; soft-wrapped: paths are not cut at 80 columns
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; finished work is kept, rerun the same command to resume")

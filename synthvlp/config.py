@@ -27,7 +27,7 @@ compares with): changing them redoes nothing, and a run folder accepts them with
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors, values are checked on assignment too."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
 
 class RaySection(Section):
@@ -342,6 +342,18 @@ NEGATIVE_PROMPTS: tuple[str, ...] = ("There is no {name}.", "No evidence of {nam
 """Default zero-shot prompt ensembles (CheXzero's positive/negative pair, a few phrasings each)."""
 
 
+SYNTHETIC_TEST, REAL_TEST = "synthetic-test", "real-test"
+"""Titles of the run's own held-out split in evaluate/ and the tables (real-test when plan.labels plans real films)."""
+
+
+def plain_name(name: str, field: str) -> str:
+    """``name`` if it can name a file or folder inside another (no separator, not '.' or '..', no leading dot);
+    otherwise a ValueError, so a value from a config or table never writes outside its folder."""
+    if not name or name.strip() != name or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
+        raise ValueError(f"{field} {name!r} must be a plain name (no '/', '\\', leading '.' or surrounding spaces): it names a folder")
+    return name
+
+
 class BenchmarkSpec(Section):
     """One real benchmark to evaluate on, read by its adapter (``synthvlp.evaluation.benchmarks``)."""
 
@@ -351,12 +363,21 @@ class BenchmarkSpec(Section):
     options: dict[str, Any] = Field(default_factory=dict, description="Further options of the adapter, e.g. {include_no_finding: true}; `synthvlp evaluate --help` lists each adapter's.")
     split: str | None = Field(None, description="Evaluate only this split of the benchmark (None: every image).")
     optional: bool = Field(False, description="Skip with a note, instead of failing, when the path is absent.")
-    title: str | None = Field(None, description="Name in the tables; defaults to the adapter name.")
+    title: str | None = Field(None, description="Name in the tables and of its folder under evaluate/; defaults to the adapter name.")
     linear_probe: bool = Field(False, description="Also fit a linear probe on the benchmark's train split and score its test split (at evaluate.finetune_fractions).")
 
     def adapter_options(self) -> dict[str, Any]:
         """The keyword options for ``load_benchmark``: ``images`` (when set) and ``options``."""
         return {**self.options, **({"images": self.images} if self.images is not None else {})}
+    @property
+    def folder_name(self) -> str:
+        """The title, which names the results folder ``evaluate/<title>/``."""
+        return self.title or self.name
+
+    @model_validator(mode="after")
+    def _title_is_a_folder_name(self) -> BenchmarkSpec:
+        plain_name(self.folder_name, "title" if self.title else "name")
+        return self
 
 
 class EvaluateSection(Section):
@@ -377,6 +398,16 @@ class EvaluateSection(Section):
     overlays: int = Field(8, ge=0, description="Grounding heat-map overlays drawn per benchmark.")
     finetune_fractions: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0], min_length=1, description="Label fractions of the linear probe (1%, 10%, 100%).")
     finetune_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="Seeds of the probe's training subsets; tables give a 95% t-interval over them.")
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _titles_unique(cls, benchmarks: list[BenchmarkSpec]) -> list[BenchmarkSpec]:
+        titles = [b.folder_name for b in benchmarks] + [SYNTHETIC_TEST, REAL_TEST]
+        repeated = sorted({t for t in titles if titles.count(t) > 1})
+        if repeated:
+            raise ValueError(f"benchmark titles {repeated} are used twice (or clash with {SYNTHETIC_TEST!r} or {REAL_TEST!r}, the run's own test split); "
+                             "give each a distinct title")
+        return benchmarks
 
     @field_validator("positive_prompts", "negative_prompts")
     @classmethod

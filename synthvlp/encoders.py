@@ -61,14 +61,17 @@ class HuggingFaceEncoder:
 
     def __init__(self, folder: Path, device: str = "cpu", batch_size: int = 32) -> None:
         folder = Path(folder)
-        if not (folder / "config.json").exists():
-            raise UserError(f"{folder}: not a Hugging Face model folder (config.json missing)")
+        if not folder.is_dir() or not (folder / "config.json").is_file():
+            raise UserError(f"{folder}: not a Hugging Face model folder (config.json missing); filter.exemplar_encoder is 'gradient' or such a folder")
         if not any((folder / f).exists() for f in ("preprocessor_config.json", "processor_config.json")):
             raise UserError(f"{folder}: preprocessor_config.json missing; save the model's image processor beside it")
         from transformers import AutoImageProcessor, AutoModel
 
-        self.processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
-        self.model = AutoModel.from_pretrained(folder, local_files_only=True).to(device).eval()
+        try:
+            self.processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+            self.model = AutoModel.from_pretrained(folder, local_files_only=True).to(device).eval()
+        except (OSError, ValueError, KeyError) as exc:  # transformers' errors for a folder that is not a loadable model
+            raise UserError(f"{folder}: not a loadable Hugging Face image model ({str(exc).splitlines()[0][:200]})") from None
         self.device, self.batch_size = device, batch_size
         self.name = f"hf:{folder.name}"
 

@@ -121,6 +121,8 @@ def load_weights(module, state_dict: dict[str, Any], path: Path, what: str) -> N
     This is how a checkpoint written for another model config is caught: missing, unexpected and wrongly
     shaped tensors are listed instead of torch's long traceback.
     """
+    if not isinstance(state_dict, dict) or not all(isinstance(k, str) for k in state_dict):
+        raise UserError(f"{path}: {what}: its state_dict is a {type(state_dict).__name__}, not a dict of named tensors")
     own = module.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
@@ -136,27 +138,25 @@ def load_weights(module, state_dict: dict[str, Any], path: Path, what: str) -> N
 
 def save_clip_checkpoint(path: Path, name: str, model, steps: int) -> None:
     """Write weights with the model name and config, atomically, so evaluation can rebuild the model."""
-    import torch
+    from synthvlp.checkpoints import save_checkpoint
 
-    from synthvlp.store import atomic_open
-
-    payload = {"model": name, "model_config": model_config(name), "state_dict": model.state_dict(), "steps": steps}
-    with atomic_open(path, "wb") as handle:
-        torch.save(payload, handle)
+    save_checkpoint(path, {"model": name, "model_config": model_config(name), "state_dict": model.state_dict(), "steps": steps})
 
 
 def load_clip_checkpoint(path: Path, random_init_seed: int | None = None):
     """(model in eval mode, eval transform, tokenizer) from ``save_clip_checkpoint``'s file.
 
-    ``weights_only=True``, so loading a checkpoint cannot execute code; a checkpoint whose tensors do not fit the
-    named model is an error that lists the mismatched keys. With ``random_init_seed`` the weights are not loaded:
-    the same architecture is initialised from that seed, the floor a trained model is compared with.
+    Loading cannot execute code (``synthvlp.checkpoints``); a checkpoint whose tensors do not fit the named model
+    is an error that lists the mismatched keys. With ``random_init_seed`` the weights are not loaded: the same
+    architecture is initialised from that seed, the floor a trained model is compared with.
     """
     import torch
 
-    if not Path(path).exists():
-        raise UserError(f"{path}: checkpoint not found; run the pretrain stage first")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    from synthvlp.checkpoints import load_checkpoint
+
+    checkpoint = load_checkpoint(path, "CLIP checkpoint", keys=("model", "state_dict"), hint="run the pretrain stage first")
+    if not isinstance(checkpoint["model"], str):
+        raise UserError(f"{path}: not a CLIP checkpoint (its 'model' entry is a {type(checkpoint['model']).__name__}, not a model config name)")
     if random_init_seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(random_init_seed)
@@ -186,29 +186,22 @@ CLIP-trained text tower end up in one model.
 
 def save_image_encoder(path: Path, name: str, visual, source: str) -> None:
     """Write ``visual`` (an open_clip ``model.visual`` built from model config ``name``) atomically."""
-    import torch
+    from synthvlp.checkpoints import save_checkpoint
 
-    from synthvlp.store import atomic_open
-
-    payload = {
+    save_checkpoint(path, {
         "format": IMAGE_ENCODER_FORMAT,
         "model": name,
         "vision_cfg": model_config(name)["vision_cfg"],
         "state_dict": visual.state_dict(),
         "source": source,
-    }
-    with atomic_open(path, "wb") as handle:
-        torch.save(payload, handle)
+    })
 
 
 def load_image_encoder(path: Path, visual) -> str:
     """Load an image-encoder checkpoint into ``visual`` (exact keys and shapes); returns its ``source``."""
-    import torch
+    from synthvlp.checkpoints import load_checkpoint
 
-    if not Path(path).is_file():
-        raise UserError(f"pretrain.image_encoder: {path} not found")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != IMAGE_ENCODER_FORMAT:
-        raise UserError(f"{path}: not an image-encoder checkpoint (expected format {IMAGE_ENCODER_FORMAT!r}; see synthvlp.models.save_image_encoder)")
+    payload = load_checkpoint(path, "synthvlp image encoder", fmt=IMAGE_ENCODER_FORMAT, keys=("state_dict",),
+                              hint="give the encoder.pt that synthvlp pretrain rasd (or save_image_encoder) writes")
     load_weights(visual, payload["state_dict"], path, f"image encoder for model {payload.get('model')!r}")
     return str(payload.get("source", ""))

@@ -1,11 +1,18 @@
-"""The run folder: its resolved config, provenance, and the guard against mixing two configs in one folder."""
+"""The run folder: its resolved config, provenance, the guard against mixing two configs in one folder, and the
+lock that keeps two ``synthvlp run`` processes from working in one folder at once."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import platform
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -13,23 +20,93 @@ import yaml
 from synthvlp import __version__
 from synthvlp.config import RunConfig, dump_yaml, output_differences
 from synthvlp.errors import RunFolderError, UserError
-from synthvlp.store import write_text_atomic
+from synthvlp.store import process_alive, write_text_atomic
 
 CONFIG_FILE = "config.yaml"
 PROVENANCE_FILE = "run.json"
 
 
-def git_revision() -> str:
-    """The source tree's commit (with ``-dirty`` for local changes), or ``unknown`` outside a git checkout."""
-    source = Path(__file__).resolve().parent.parent
+def git_revision(source: Path = Path(__file__).resolve().parent.parent) -> str:
+    """The source tree's commit (with ``-dirty`` for local changes), or ``unknown`` outside a git checkout.
+
+    Read-only: ``--no-optional-locks`` keeps ``git status`` from refreshing the index, which would take
+    ``.git/index.lock`` and rewrite ``.git/index`` in the user's checkout (or fail on a read-only one).
+    """
+    git = ["git", "--no-optional-locks", "-C", str(source)]
     try:
-        head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+LOCK_DIR = ".locks"
+
+
+@contextlib.contextmanager
+def run_folder_lock(run_dir: Path, shard: tuple[int, int] = (0, 1)) -> Iterator[None]:
+    """Hold the run folder for one ``synthvlp run``; a second one is refused with the holder's PID and host.
+
+    ``.locks/run.lock`` is taken exclusively by an unsharded run and shared by ``--shard i/n`` runs, which also
+    take ``.locks/shard-i-of-n.lock`` exclusively: shards run side by side, the same shard never twice, and no
+    unsharded run meanwhile. Locks are ``flock``s, so the kernel drops them when a holder dies, even by SIGKILL;
+    the holder files beside them only say who holds what.
+    """
+    folder = Path(run_dir) / LOCK_DIR
+    index, count = shard
+    sharded = shard != (0, 1)
+    names = ["run.lock"] + ([f"shard-{index}-of-{count}.lock"] if sharded else [])
+    modes = [fcntl.LOCK_SH if sharded else fcntl.LOCK_EX] + ([fcntl.LOCK_EX] if sharded else [])
+    handles = []
+    try:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handles = [open(folder / name, "a+b") for name in names]  # noqa: SIM115 - held until the run ends
+        except OSError as exc:
+            raise RunFolderError(f"{run_dir}: run folder is not writable ({exc.strerror}); set run.out_dir to a writable folder") from None
+        for handle, mode in zip(handles, modes, strict=True):
+            try:
+                fcntl.flock(handle, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunFolderError(f"{run_dir} is in use by {_describe_holders(folder)}; wait for it to finish, or use another run.out_dir") from None
+            except OSError as exc:
+                raise RunFolderError(f"{run_dir}: cannot lock the run folder ({exc.strerror}); put run.out_dir on a filesystem with flock support") from None
+        _live_holders(folder)  # sweeps the records of holders that died (their flocks died with them)
+        me = folder / f"holder-{socket.gethostname()}-{os.getpid()}-{index}-of-{count}.json"
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "shard": f"{index}/{count}", "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        write_text_atomic(me, json.dumps(record))
+        try:
+            yield
+        finally:
+            me.unlink(missing_ok=True)
+    finally:
+        for handle in handles:
+            handle.close()  # closing drops the flock
+
+
+def _live_holders(folder: Path) -> list[dict]:
+    """The holder records of live processes; those of dead processes on this host are deleted."""
+    found = []
+    for path in sorted(folder.glob("holder-*.json")):
+        try:
+            record = json.loads(path.read_text())
+            pid, host = int(record["pid"]), str(record["host"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if host == socket.gethostname() and not process_alive(pid):
+            path.unlink(missing_ok=True)
+        else:
+            found.append(record)
+    return found
+
+
+def _describe_holders(folder: Path) -> str:
+    described = [f"synthvlp run pid {r['pid']} on host {r['host']}, {'unsharded' if r.get('shard') == '0/1' else 'shard ' + str(r.get('shard'))}, "
+                 f"since {r.get('since')}" for r in _live_holders(folder)]
+    return "; ".join(described) or "a synthvlp run that has not yet recorded its PID"
 
 
 def prepare_run_folder(config: RunConfig, force: bool = False) -> Path:

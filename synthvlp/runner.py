@@ -36,7 +36,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from synthvlp import schema
-from synthvlp.config import NOT_FINGERPRINTED, STAGES, RunConfig
+from synthvlp.config import NOT_FINGERPRINTED, REAL_TEST, STAGES, SYNTHETIC_TEST, RunConfig
 from synthvlp.errors import UserError
 from synthvlp.executors import execute_units
 from synthvlp.seeding import sample_seed
@@ -58,6 +58,17 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 }
 """Config sections each stage's output depends on (its own and its upstream stages')."""
 
+
+
+def checked_stages(stages: Sequence[str]) -> list[str]:
+    """``stages`` in run order; an unknown name, or none at all, is a ``UserError`` (checked before a run folder is
+    created or claimed)."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise UserError(f"--stages: unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    if not stages:
+        raise UserError(f"--stages: no stage given; stages are {', '.join(STAGES)}")
+    return [s for s in STAGES if s in stages]
 
 
 class RateColumn(ProgressColumn):
@@ -149,10 +160,7 @@ class Runner:
 
     # ---- running ------------------------------------------------------------------------------------------
     def run(self, stages: Sequence[str] = STAGES) -> None:
-        unknown = [s for s in stages if s not in STAGES]
-        if unknown:
-            raise UserError(f"--stages: unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
-        ordered = [s for s in STAGES if s in stages]
+        ordered = checked_stages(stages)
         stale = sweep_stale_temp(self.run_dir) if self.primary else 0
         if stale:
             self.console.print(f"[yellow]removed {stale} partial file(s) left by an interrupted run")
@@ -532,14 +540,14 @@ class Runner:
         if not test_shards and not settings.benchmarks and not holds_out:
             raise UserError("evaluate: the run has no test split and evaluate.benchmarks is empty; raise run.test_fraction "
                             "or list the held-out sets to score (e.g. the test split of the runs a mixed recipe trains on)")
-        own = "synthetic-test" if self.config.plan.labels is None else "real-test"
-        sets = [(own, None)] if test_shards else []  # (title, BenchmarkSpec or None for our own held-out data)
+        own = SYNTHETIC_TEST if self.config.plan.labels is None else REAL_TEST
+        sets = [(own, None)] if test_shards else []  # (title, BenchmarkSpec or None for our own test split)
         skipped = [] if test_shards else ["the run's own test split: it has none (its training data comes from elsewhere)"]
         real = self.config.pretrain.real
         if real is not None and self.config.pretrain.recipe != "synthetic" and real.holdout_fraction > 0:
             sets.append(("real-heldout", None))
         for spec in settings.benchmarks:
-            title = spec.title or spec.name
+            title = spec.folder_name  # a plain name (checked in the config), so results stay inside evaluate/
             if not spec.path.exists():
                 if not spec.optional:
                     raise UserError(f"evaluate.benchmarks: {title}: {spec.path} not found")

@@ -1,7 +1,8 @@
 """Atomic files, WebDataset tar shards and the per-unit ledger that makes every stage resumable.
 
 Every file is written to a temporary name in the destination folder and renamed into place, so a reader sees
-either the old file or the whole new one. A unit of work (one shard of samples, or one global stage) is done
+either the old file or the whole new one, with the permissions the umask gives a new file (a team can share a
+run folder). A unit of work (one shard of samples, or one global stage) is done
 only when its ledger record exists and every output it lists is present with the recorded size and SHA-256;
 anything else is redone and reported. Disk-full and permission errors become ``UserError``s naming the path.
 """
@@ -40,13 +41,14 @@ def sweep_stale_temp(folder: Path) -> int:
     for temp in Path(folder).rglob(f".*{TEMP_SUFFIX}"):
         owner = temp.name.rsplit(".", 3)[-3] if temp.name.count(".") >= 3 else ""
         temp_host, _, pid = owner.partition("~")
-        if temp_host == host and pid.isdigit() and not _alive(int(pid)):
+        if temp_host == host and pid.isdigit() and not process_alive(int(pid)):
             temp.unlink(missing_ok=True)
             removed += 1
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host has that PID (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -56,6 +58,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux reports it (thread-safe); elsewhere set and restored."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing; rename it over ``path`` only if the block succeeds."""
@@ -63,6 +79,7 @@ def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{_OWNER}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would keep a shared run folder's outputs private
     except OSError as exc:
         raise _as_user_error(exc, path) from None
     tmp = Path(tmp_name)
@@ -72,11 +89,11 @@ def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        raise _as_user_error(exc, path) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        cause = _os_error(exc)
+        if cause is not None:
+            raise _as_user_error(cause, path) from None
         raise
 
 
@@ -87,6 +104,18 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc``, if any: torch.save, for one, reports a full disk as a RuntimeError raised while
+    handling the OSError, and that must read like every other full disk."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen and not isinstance(exc, UserError):
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ if exc.__cause__ is not None or exc.__suppress_context__ else exc.__context__
+    return None
 
 
 def _as_user_error(exc: OSError, path: Path) -> UserError:

@@ -42,8 +42,23 @@ def restrict_classes(labelled: LabelledSet, wanted: Sequence[str]) -> tuple[Labe
     columns = [labelled.classes.index(c) for c in present]
     lacking = [c for c in wanted if c not in labelled.classes]
     reduced = LabelledSet(labelled.name, labelled.images, labelled.ids, present, labelled.labels[:, columns],
-                          [r for r in labelled.regions if r.label in present], labelled.split, labelled.group, labelled.missing)
+                          [r for r in labelled.regions if r.label in present], labelled.split, labelled.group, labelled.missing,
+                          labelled.unreadable)
     return reduced, lacking
+
+
+def readable_images(labelled: LabelledSet) -> LabelledSet:
+    """The set without undecodable images (listed in ``unreadable``); a set left with none is a ``UserError``, since
+    a table of NaNs is no result."""
+    checked = labelled.without_unreadable()
+    if len(checked) == 0 and not checked.unreadable:
+        shown = f" (e.g. {', '.join(checked.missing[:3])})" if checked.missing else ""
+        raise UserError(f"{labelled.name}: no image to score: {len(checked.missing):,} listed, none found on disk{shown}; "
+                        "check the data path and the images folder (--images, or the benchmark's images option)")
+    if len(checked) == 0:
+        raise UserError(f"{labelled.name}: no readable image to evaluate ({len(checked.missing)} listed but missing on disk, "
+                        f"{len(checked.unreadable)} unreadable, e.g. {', '.join(checked.unreadable[:3])}); check the benchmark's files")
+    return checked
 
 
 def evaluate_set(loaded: LoadedModel, labelled: LabelledSet, classes: Sequence[str], settings: EvaluateSection, out: Path,
@@ -53,15 +68,12 @@ def evaluate_set(loaded: LoadedModel, labelled: LabelledSet, classes: Sequence[s
     (a randomly initialised model of the same architecture) its zero-shot scores too, in ``zeroshot_floor.csv``.
 
     ``batch_size`` images go through the model at once. A set none of whose listed images is on disk is an
-    error, not a table of n/a; boxes that reach past their image are counted and warned about (they are in
-    another resolution than the images), never dropped silently."""
-    labelled, lacking = restrict_classes(labelled, classes)
+    error, not a table of n/a; unreadable images are left out and listed in ``summary.json``; boxes that reach
+    past their image are counted and warned about (they are in another resolution than the images), never
+    dropped silently."""
+    labelled, lacking = restrict_classes(readable_images(labelled), classes)
     if not labelled.classes:
         raise UserError(f"{labelled.name}: none of the classes {list(classes)} is labelled in this benchmark; set evaluate.classes (or --classes)")
-    if not len(labelled):
-        shown = f" (e.g. {', '.join(labelled.missing[:3])})" if labelled.missing else ""
-        raise UserError(f"{labelled.name}: no image to score: {len(labelled.missing):,} listed, none found on disk{shown}; "
-                        "check the data path and the images folder (--images, or the benchmark's images option)")
     outside = boxes_outside(labelled)
     if outside:
         log.warning("%s: %d of %d boxes reach past their image (e.g. %s); they are in another resolution than the images, "
@@ -72,7 +84,8 @@ def evaluate_set(loaded: LoadedModel, labelled: LabelledSet, classes: Sequence[s
     roc = out / "roc.png"
     plot_roc(probabilities, labelled.labels, labelled.classes, roc, title=f"Zero-shot ROC: {out.name}")
     summary = {"benchmark": out.name, "source": labelled.name, "images": len(labelled), "missing": len(labelled.missing),
-               "missing_examples": labelled.missing[:5], "classes_lacking": lacking, "regions": len(labelled.regions),
+               "missing_examples": labelled.missing[:5], "unreadable": len(labelled.unreadable), "unreadable_images": labelled.unreadable,
+               "classes_lacking": lacking, "regions": len(labelled.regions),
                "regions_outside_image": len(outside), "regions_outside_examples": outside[:5],
                "min_positives": settings.min_positives, "grounding_map": settings.grounding_map,
                **mean_auc_interval(probabilities, labelled.labels, labelled.classes, settings.min_positives, settings.bootstrap, seed)}
@@ -173,7 +186,7 @@ def probe_set(loaded: LoadedModel, labelled: LabelledSet, classes: Sequence[str]
     """Linear probe on the set's train split, scored on its test split, at ``settings.finetune_fractions``."""
     from synthvlp.evaluation.finetune import linear_probe
 
-    labelled, _ = restrict_classes(labelled, classes)
+    labelled, _ = restrict_classes(readable_images(labelled), classes)
     if labelled.split is None or not {"train", "test"} <= set(labelled.split):
         raise UserError(f"evaluate.benchmarks: {labelled.name}: linear_probe needs a benchmark with train and test splits")
     rows = linear_probe(loaded.model, loaded.preprocess, labelled.only_split("train"), labelled.only_split("test"),
@@ -273,6 +286,7 @@ def results_markdown(root: Path, link_prefix: str = "") -> list[str]:
         floor = {r["name"]: r for r in read_csv(folder / "zeroshot_floor.csv")} if (folder / "zeroshot_floor.csv").exists() else None
         lines += [f"### Zero-shot classification: {summary['benchmark']}", "",
                   _scored_images(summary)
+                  + (f"; {summary['unreadable']} unreadable, left out ({', '.join(summary['unreadable_images'][:3])})" if summary.get("unreadable") else "")
                   + (f"; not labelled in this benchmark: {', '.join(summary['classes_lacking'])}" if summary["classes_lacking"] else "") + ".",
                   "", "| class | pos | neg | AUC (95% CI) | random init AUC | F1 best | ACC best | MCC best | F1 @0.5 | note |",
                   "|---|---|---|---|---|---|---|---|---|---|"]

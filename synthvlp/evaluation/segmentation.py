@@ -22,6 +22,7 @@ from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrPrUpBlock,
 from monai.networks.nets.flexible_unet import UNetDecoder
 from torch import nn
 
+from synthvlp.checkpoints import load_checkpoint
 from synthvlp.errors import UserError
 from synthvlp.models import IMAGE_ENCODER_FORMAT, build_clip, load_clip_checkpoint, load_image_encoder
 from synthvlp.rasd.downstream import SegmentationSet, dice_per_image
@@ -39,11 +40,7 @@ class EncoderSource:
     @classmethod
     def from_checkpoint(cls, path: Path) -> EncoderSource:
         """From a CLIP checkpoint (``save_clip_checkpoint``) or an image-encoder one (``save_image_encoder``)."""
-        if not Path(path).is_file():
-            raise UserError(f"{path}: encoder checkpoint not found")
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(payload, dict) or "model" not in payload:
-            raise UserError(f"{path}: neither a CLIP nor an image-encoder checkpoint (no 'model' entry)")
+        payload = load_checkpoint(path, "CLIP or image-encoder checkpoint", keys=("model",))
         if payload.get("format") == IMAGE_ENCODER_FORMAT:
             visual = build_clip(payload["model"])[0].visual
             load_image_encoder(path, visual)

@@ -12,11 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from synthvlp.config import FilterSection
-from synthvlp.errors import UserError
+from synthvlp.csvfiles import read_csv_table
 from synthvlp.filtering.checks import image_check_scores, reject_reasons
 from synthvlp.filtering.image_checks import DecodedBatch
 from synthvlp.filtering.text_checks import repeated_ngram_share
@@ -57,13 +56,7 @@ def filter_real_dataset(
     reason.
     """
     csv_path, out_dir = Path(csv_path), Path(out_dir)
-    try:
-        table = pd.read_csv(csv_path)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise UserError(f"{csv_path}: cannot read CSV ({exc})") from None
-    missing = [c for c in (image_column, text_column) if c not in table.columns]
-    if missing:
-        raise UserError(f"{csv_path}: missing column(s) {missing}; expected an image-path column {image_column!r} and a report column {text_column!r} (found {list(table.columns)})")
+    table = read_csv_table(csv_path, "real dataset CSV", (image_column, text_column))
     paths = [Path(p) if Path(p).is_absolute() else csv_path.parent / p for p in table[image_column].astype(str)]
     texts = table[text_column].fillna("").astype(str).tolist()
     scores: dict[str, list[float]] = {}

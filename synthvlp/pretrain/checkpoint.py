@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from synthvlp.checkpoints import load_checkpoint, save_checkpoint
 from synthvlp.errors import UserError
 from synthvlp.models import load_weights
-from synthvlp.store import atomic_open
 
 STATE_FORMAT = "synthvlp.train_state/1"
 
@@ -60,8 +60,7 @@ def save_state(folder: Path, step: int, model_name: str, model, optimizer, sched
         **extra,
     }
     path = state_path(folder, step)
-    with atomic_open(path, "wb") as handle:
-        torch.save(payload, handle)
+    save_checkpoint(path, payload)
     for old in sorted(folder.glob("step-*.pt"))[:-keep]:
         old.unlink(missing_ok=True)
     return path
@@ -71,11 +70,9 @@ def latest_state(folder: Path) -> tuple[Path, dict[str, Any]] | None:
     """The newest state that loads, or None; an unreadable file (cut short outside our atomic writes) is skipped."""
     for path in sorted(folder.glob("step-*.pt"), reverse=True):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, OSError):
+            return path, load_checkpoint(path, "training state", fmt=STATE_FORMAT, keys=("model_name", "step", "model", "optimizer", "scheduler", "rng"))
+        except UserError:
             continue
-        if isinstance(state, dict) and state.get("format") == STATE_FORMAT:
-            return path, state
     return None
 
 

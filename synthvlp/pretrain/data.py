@@ -91,11 +91,9 @@ class CsvSource:
     ``held_out=True`` gives the held-out part instead, the pairs the evaluate stage scores the model on."""
 
     def __init__(self, settings: RealDataSection, seed: int, held_out: bool = False) -> None:
-        import pandas as pd
+        from synthvlp.csvfiles import read_csv_table
 
-        if not settings.csv.is_file():
-            raise UserError(f"pretrain.real.csv: {settings.csv} not found")
-        table = pd.read_csv(settings.csv)
+        table = read_csv_table(settings.csv, "pretrain.real.csv")
         wanted = [settings.image_column, settings.text_column] + ([settings.group_column] if settings.group_column else [])
         missing = [c for c in wanted if c not in table.columns]
         if missing:

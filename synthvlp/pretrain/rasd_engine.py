@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from synthvlp.checkpoints import load_checkpoint, save_checkpoint
 from synthvlp.errors import UserError
 from synthvlp.models import save_image_encoder
 from synthvlp.pretrain import checkpoint
@@ -28,7 +29,6 @@ from synthvlp.pretrain.distributed import World, all_reduce_flag, close_world, i
 from synthvlp.pretrain.engine import warmup_cosine
 from synthvlp.pretrain.logs import TrainLog
 from synthvlp.rasd import BufferedSynthesizer, PrototypeDisentangleLoss, RaSDConfig, build_backbone
-from synthvlp.store import atomic_open
 
 LOG_COLUMNS = ("step", "loss", "pull", "push", "lr", "samples_per_s")
 OPERATIONAL = ("out_dir", "threads", "checkpoint_every", "keep_checkpoints", "tensorboard")
@@ -139,21 +139,18 @@ def _train(config: RaSDConfig, out_dir: Path, advance, say, world: World) -> RaS
 
 def save_backbone(path: Path, config: RaSDConfig, net: torch.nn.Module, steps: int) -> None:
     """The trained dense network with the config that builds it (``load_backbone`` reads it back)."""
-    payload = {"format": BACKBONE_FORMAT, "config": config.model_dump(mode="json"), "state_dict": net.state_dict(), "steps": steps}
-    with atomic_open(path, "wb") as handle:
-        torch.save(payload, handle)
+    save_checkpoint(path, {"format": BACKBONE_FORMAT, "config": config.model_dump(mode="json"), "state_dict": net.state_dict(), "steps": steps})
 
 
 def load_backbone(path: Path) -> tuple[torch.nn.Module, RaSDConfig]:
     """(backbone with its trained weights, the RaSD config it was trained with) from ``save_backbone``'s file."""
     from synthvlp.models import load_weights
 
-    if not Path(path).is_file():
-        raise UserError(f"{path}: RaSD backbone not found; run synthvlp pretrain rasd first")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != BACKBONE_FORMAT:
-        raise UserError(f"{path}: not a RaSD backbone (expected format {BACKBONE_FORMAT!r})")
-    config = RaSDConfig.model_validate(payload["config"])
+    payload = load_checkpoint(path, "RaSD backbone", fmt=BACKBONE_FORMAT, keys=("config", "state_dict"), hint="run synthvlp pretrain rasd first")
+    try:
+        config = RaSDConfig.model_validate(payload["config"])
+    except ValueError as exc:
+        raise UserError(f"{path}: RaSD backbone with an invalid config entry: {str(exc).splitlines()[0]}") from None
     net = build_backbone(config.backbone, spatial_dims=len(config.stream.spatial_size))
     load_weights(net, payload["state_dict"], path, f"RaSD {config.backbone.name} backbone")
     return net, config

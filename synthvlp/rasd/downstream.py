@@ -6,7 +6,6 @@ on the backbone's dense features, cross-entropy, and the foreground Dice per tes
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from synthvlp.csvfiles import read_csv_table
+from synthvlp.errors import UserError
 from synthvlp.rasd.backbones import build_backbone
 from synthvlp.rasd.config import BackboneConfig, RaSDConfig
 from synthvlp.rasd.loss import PrototypeDisentangleLoss
@@ -37,14 +38,15 @@ class SegmentationSet:
 def load_segmentation_csv(index_csv: Path, size: int, image_column: str = "image", mask_column: str = "mask"):
     """Read every row of ``index_csv`` (paths relative to its folder), resized to size x size, sorted by image."""
     root = index_csv.parent
-    with open(index_csv, newline="") as handle:
-        rows = sorted(csv.DictReader(handle), key=lambda row: row[image_column])
-    if not rows or image_column not in rows[0] or mask_column not in rows[0]:
-        raise ValueError(f"{index_csv}: needs non-empty '{image_column}' and '{mask_column}' columns")
+    table = read_csv_table(index_csv, "segmentation CSV", (image_column, mask_column), dtype=str, keep_default_na=False)
+    rows = sorted(table.to_dict("records"), key=lambda row: row[image_column])
     images, masks = [], []
     for row in rows:
-        image = Image.open(root / row[image_column]).convert("L").resize((size, size), Image.BILINEAR)
-        mask = Image.open(root / row[mask_column]).convert("L").resize((size, size), Image.NEAREST)
+        try:
+            image = Image.open(root / row[image_column]).convert("L").resize((size, size), Image.BILINEAR)
+            mask = Image.open(root / row[mask_column]).convert("L").resize((size, size), Image.NEAREST)
+        except (OSError, ValueError, SyntaxError) as exc:  # what PIL raises for missing, truncated or garbled files
+            raise UserError(f"{index_csv}: row {row[image_column]!r}: unreadable image or mask ({exc})") from None
         images.append(np.asarray(image, dtype=np.float32) / 255.0)
         masks.append(np.asarray(mask) > 127)
     return SegmentationSet(

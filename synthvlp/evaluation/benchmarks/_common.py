@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from synthvlp.csvfiles import read_csv_table
 from synthvlp.errors import UserError
 from synthvlp.evaluation.labels import harmonise
 
@@ -29,13 +30,9 @@ def existing(path: Path, what: str) -> Path:
 
 
 def read_csv(path: Path, required: Sequence[str], **options: object) -> pd.DataFrame:
-    """The CSV as strings (blank cells as ""), with a UserError naming the file and columns when some are absent."""
-    frame = pd.read_csv(existing(path, "label file"), dtype=str, keep_default_na=False, **options)
-    absent = [c for c in required if c not in frame.columns]
-    if absent:
-        raise UserError(f"{path}: missing column(s) {absent}; expected columns {list(required)} "
-                        f"(found {list(frame.columns)})")
-    return frame
+    """The CSV as strings (blank cells as ""); an unreadable, empty or header-only file, or absent columns, are a
+    UserError naming the file (``synthvlp.csvfiles``)."""
+    return read_csv_table(path, "label file", required, dtype=str, keep_default_na=False, **options)
 
 
 def require_columns(frame: pd.DataFrame, path: Path, required: Sequence[str]) -> None:

@@ -3,7 +3,8 @@
 Adapters read the files a benchmark publishes (CSV, txt, RLE, our WebDataset shards) and never resize or crop:
 coordinates in ``Region`` are in the original image's pixels, and the evaluation code maps its own
 predictions back to them. Images listed by a label file but absent on disk are left out and named in
-``missing``, so an evaluation continues on the rest and reports the count.
+``missing``, and ``without_unreadable`` leaves out (and names in ``unreadable``) those that do not decode, so an
+evaluation continues on the rest and reports both counts.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class LabelledSet:
     split: list[str] | None = None
     group: list[str] | None = None
     missing: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -89,7 +91,25 @@ class LabelledSet:
         regions = [Region(position[r.image], r.label, r.box, r.mask, r.phrase) for r in self.regions if r.image in position]
         pick = lambda column: None if column is None else [column[i] for i in index]  # noqa: E731
         return LabelledSet(name or self.name, [self.images[i] for i in index], [self.ids[i] for i in index], list(self.classes),
-                           self.labels[index], regions, pick(self.split), pick(self.group), list(self.missing))
+                           self.labels[index], regions, pick(self.split), pick(self.group), list(self.missing), list(self.unreadable))
+
+    def without_unreadable(self) -> LabelledSet:
+        """The set without the images that do not decode (empty, truncated, not an image), each named with the
+        reason in ``unreadable``; every image is decoded once to find them."""
+        keep, bad = [], []
+        for i in range(len(self)):
+            try:
+                with self.open(i) as image:
+                    image.load()
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # what PIL raises for bad files
+                bad.append(f"{self.ids[i]} ({str(exc).splitlines()[0][:80] or type(exc).__name__})")
+                continue
+            keep.append(i)
+        if not bad:
+            return self
+        kept = self.select(keep)
+        kept.unreadable += bad
+        return kept
 
     def only_split(self, split: str) -> LabelledSet:
         """The images of one split (``split`` must be set)."""

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 from PIL import Image
 
+from synthvlp.csvfiles import read_csv_table
 from synthvlp.errors import UserError
 from synthvlp.evaluation.benchmarks._common import existing, harmonise_all, label_matrix, read_csv
 from synthvlp.evaluation.benchmarks.base import LabelledSet, Region
@@ -141,7 +141,7 @@ def _split_lists(files: list[Path]) -> dict[str, str]:
 def _boxes(csv: Path, position: dict[str, int], images: list[Path]) -> list[Region]:
     """Regions of ``BBox_List_2017.csv``, columns read by position: image, finding, x, y, w, h; scaled from the
     release's 1024 px frame to each image's own size (read from its header)."""
-    frame = pd.read_csv(csv, header=0)
+    frame = read_csv_table(csv, "NIH box file")
     if frame.shape[1] < 6:
         raise UserError(f"{csv}: expected 6 columns (Image Index, Finding Label, Bbox [x, y, w, h]), "
                         f"found {frame.shape[1]}")
