@@ -28,7 +28,7 @@ from synthvlp.generation.writers.hf_local import LocalModel
 from synthvlp.serving.openai_server import create_app
 
 model_path, port, max_batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-app = create_app(LocalModel(model_path), max_batch=max_batch)
+app = create_app(LocalModel(model_path), max_batch=max_batch, max_tokens_limit=4096)  # room for a request that outlasts its client
 
 
 class Faults:

@@ -126,6 +126,25 @@ def test_a_batch_that_fails_is_retried_request_by_request(local, monkeypatch):
     assert all(not isinstance(results[i], Exception) for i in (0, 2, 3))
 
 
+def test_a_full_batch_is_answered_and_counted(local):
+    """A batch of exactly max_batch requests (the case whose bookkeeping once killed the batcher's worker, so every
+    later request waited until its timeout) is answered, counted as full, and the batcher goes on serving."""
+
+    async def scenario():
+        batcher = Batcher(local, max_batch=4, max_wait_s=0.5)
+        await batcher.start()
+        try:
+            first = await asyncio.wait_for(asyncio.gather(*(batcher.submit(GenRequest(prompt=p, max_tokens=3)) for p in "abcd")), timeout=30)
+            after = await asyncio.wait_for(batcher.submit(GenRequest(prompt="e", max_tokens=3)), timeout=30)
+            return first, after, batcher.stats
+        finally:
+            await batcher.stop()
+
+    first, after, stats = asyncio.run(scenario())
+    assert len(first) == 4 and after.completion_tokens <= 3
+    assert stats.full_batches == 1 and stats.full_completions == 4 and stats.completions == 5
+
+
 def test_each_row_stops_at_its_own_max_tokens_and_deadline(local):
     short, long = local.generate([GenRequest(prompt="The", max_tokens=3), GenRequest(prompt="The", max_tokens=20)])
     assert short.completion_tokens <= 3 and long.completion_tokens <= 20

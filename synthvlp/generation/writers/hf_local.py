@@ -395,15 +395,16 @@ class Batcher:
     def _record(self, size: int, results: list[GenResult | None], seconds: float) -> None:
         """Count a batch; a paused request (None) counts once it finishes, a cancelled one in ``cancelled``."""
         finished = [r for r in results if r is not None]
+        completed = sum(r.finish_reason != "cancelled" for r in finished)
         s = self.stats
         s.batches += 1
-        s.completions += sum(r.finish_reason != "cancelled" for r in finished)
+        s.completions += completed
         s.completion_tokens += sum(r.completion_tokens for r in finished)
         s.busy_s += seconds
         s.sizes[size] = s.sizes.get(size, 0) + 1
         if size == self.max_batch:
             s.full_batches += 1
-            s.full_completions += finished
+            s.full_completions += completed
             s.full_busy_s += seconds
 
 
