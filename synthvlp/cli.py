@@ -327,6 +327,40 @@ def render_preview(
     typer.echo(f"wrote {out}")
 
 
+@render_app.command("realism")
+def render_realism(
+    source: Annotated[Path, typer.Argument(help="A run folder whose images stage has run, a folder of shard-*.tar files, or one shard.", show_default=False)],
+    real: Annotated[Path, typer.Option(help="Real films: a folder of PNG/JPG (its labels.csv, if any, gives paths and split) or a CSV with a 'path' column (and optionally 'split').", show_default=False)],
+    out: Annotated[Path | None, typer.Option(help="Folder for realism.md, realism.json and sheet.png (default: SOURCE/realism, or ./realism for a shard file).")] = None,
+    size: Annotated[int, typer.Option(min=32, help="Both sets are compared at size x size pixels.")] = 256,
+    limit: Annotated[int, typer.Option(min=20, help="At most this many films of each set.")] = 2000,
+    steps: Annotated[int, typer.Option(min=1, help="Discriminator training steps per seed.")] = 300,
+    seeds: Annotated[int, typer.Option(min=1, help="Discriminator seeds (0 .. N-1).")] = 5,
+    input_size: Annotated[int, typer.Option(min=16, help="Discriminator input side (films are area-downsampled to it).")] = 64,
+) -> None:
+    """Measure how real rendered films look: a real-vs-rendered discriminator's held-out AUC, distribution distances
+    beside the same distance between two halves of the real set, and an interleaved contact sheet."""
+    import json
+
+    from synthvlp.generation.realism import Protocol, interleaved_sheet, load_real, load_rendered, measure
+    from synthvlp.store import atomic_open, write_text_atomic
+
+    rendered_films = load_rendered(source, size, limit)
+    real_films = load_real(real, size, limit)
+    try:
+        result = measure(real_films, rendered_films, Protocol(steps=steps, input_size=input_size, seeds=tuple(range(seeds))))
+    except ValueError as exc:
+        raise UserError(f"cannot compare {source} with {real}: {exc}") from exc
+    folder = out if out is not None else (source / "realism" if source.is_dir() else Path("realism"))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / "realism.md", result.table())
+    write_text_atomic(folder / "realism.json", json.dumps(result.as_dict(), indent=2) + "\n")
+    with atomic_open(folder / "sheet.png", "wb") as handle:
+        interleaved_sheet(real_films.images, rendered_films.images).save(handle, format="PNG")
+    typer.echo(result.table())
+    typer.echo(f"wrote {folder}/realism.md, realism.json and sheet.png")
+
+
 @app.command()
 def serve(
     model: Annotated[str, typer.Argument(help="transformers: a local HF model folder or .gguf file. vllm: a model folder or hub id vLLM can load.", show_default=False)],
