@@ -361,6 +361,38 @@ def render_realism(
     typer.echo(f"wrote {folder}/realism.md, realism.json and sheet.png")
 
 
+@render_app.command("calibrate")
+def render_calibrate(
+    real: Annotated[Path, typer.Option(help="Real films: a folder of PNG/JPG (its labels.csv, if any, gives paths and split) or a CSV with a 'path' column; only training films are used when a split is given.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Config fragment (YAML) to write; paste its images.appearance into a run config.")] = Path("appearance.yaml"),
+    films: Annotated[int, typer.Option(min=20, help="Films rendered and compared per step (as many real ones are matched).")] = 160,
+    size: Annotated[int, typer.Option(min=32, help="Films are compared at size x size pixels.")] = 256,
+    iterations: Annotated[int, typer.Option(min=1, help="Search steps (each develops FILMS films).")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the rendered patients, the real-film split and the search.")] = 0,
+) -> None:
+    """Fit the phantom's exposure and display ranges (histogram, noise, blur, exposure, window) to real films and
+    write them as a config fragment the renderer reads (images.appearance). Optional: the defaults need none."""
+    import numpy as np
+    from rich.progress import Progress
+
+    from synthvlp.generation.realism import Films, load_real
+    from synthvlp.generation.realism.calibrate import calibrate, fragment
+    from synthvlp.store import write_text_atomic
+
+    films_real = load_real(real, size)
+    training = films_real.images[~films_real.held_out] if (~films_real.held_out).any() else films_real.images
+    with Progress(console=console) as progress:
+        task = progress.add_task("calibrate", total=iterations)
+        try:
+            fit = calibrate(Films(training, np.zeros(len(training), bool), []), films, size, iterations, seed,
+                            progress=lambda step, best: progress.update(task, completed=step + 1, description=f"calibrate (objective {best:.2f})"))
+        except ValueError as exc:
+            raise UserError(f"{real}: {exc}") from exc
+    write_text_atomic(out, fragment(fit, str(real)))
+    typer.echo(f"objective {fit.start:.2f} -> {fit.best:.2f} (3.0 = as close as real films are to each other)")
+    typer.echo(f"wrote {out}; use it with: synthvlp run CONFIG images.appearance.NAME=[LOW,HIGH] or paste its images.appearance")
+
+
 @app.command()
 def serve(
     model: Annotated[str, typer.Argument(help="transformers: a local HF model folder or .gguf file. vllm: a model folder or hub id vLLM can load.", show_default=False)],

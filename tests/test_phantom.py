@@ -184,3 +184,27 @@ def test_images_stage_stores_masks_and_boxes():
         for entry, mask in zip(meta["masks"], masks, strict=True):
             assert (entry["x0"], entry["y0"], entry["x1"], entry["y1"]) == box(mask)
     assert [b["name"] for b in boxes[0]] == ["pleural effusion", "nodule"] and boxes[1] == []
+
+
+LOCAL = [case for case in CASES if case[0] not in ("emphysema", "atelectasis", "cardiomegaly")]
+"""Findings that leave the patient alone. Emphysema and atelectasis move the diaphragm and cardiomegaly widens the
+heart, by design; the exposure is set from the patient (``appearance.expose``), so those shift the whole film a
+little, as an automatic exposure would."""
+
+
+@pytest.mark.parametrize(("name", "side", "sign"), LOCAL)
+def test_a_finding_changes_pixels_only_inside_its_mask_and_halo(name, side, sign):
+    """Same patient with and without the finding, 16-bit: no pixel farther than ``halo`` from the mask moves."""
+    from scipy.ndimage import binary_dilation
+
+    from synthvlp.generation.phantom.appearance import halo
+
+    reach = halo(SIZE)
+    for seed in range(4):
+        plain = phantom.render([], SIZE, np.random.default_rng(seed), bit_depth=16).image
+        rendering = phantom.render([_entity(name, side)], SIZE, np.random.default_rng(seed), bit_depth=16)
+        mask = rendering.findings[0].mask
+        grown = binary_dilation(mask, np.ones((2 * reach + 1, 2 * reach + 1), bool))
+        changed = rendering.image != plain
+        assert changed[mask].any(), seed
+        assert not changed[~grown].any(), (seed, int(changed[~grown].sum()))

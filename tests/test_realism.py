@@ -14,7 +14,7 @@ from synthvlp.cli import app
 from synthvlp.errors import UserError
 from synthvlp.generation.realism import Films, Protocol, measure
 from synthvlp.generation.realism.discriminator import discriminator_auc
-from synthvlp.generation.realism.distances import DISTANCES, contrast
+from synthvlp.generation.realism.distances import NAMES, contrast, distances
 from synthvlp.store import write_shard
 
 
@@ -43,12 +43,11 @@ def test_contrast_reads_mediastinum_over_lungs():
     assert np.allclose(contrast(films), 0.5, atol=0.1)  # the lung ovals sit 0.5 below the rest, texture aside
 
 
-@pytest.mark.parametrize("name", sorted(DISTANCES))
+@pytest.mark.parametrize("name", NAMES)
 def test_distance_is_near_its_floor_for_like_films_and_larger_for_unlike_ones(name):
-    distance = DISTANCES[name]
     a, b = _films(1, 60), _films(2, 60)
     unlike = _films(3, 60, lung=0.55, noise=0.15)
-    assert distance(a, unlike) > 3 * distance(a, b), (distance(a, unlike), distance(a, b))
+    assert distances(a, unlike)[name] > 3 * distances(a, b)[name], (distances(a, unlike), distances(a, b))
 
 
 def test_discriminator_separates_unlike_sets_only():
@@ -82,7 +81,7 @@ def test_realism_command_writes_table_figures_and_sheet(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     figures = json.loads((run / "realism" / "realism.json").read_text())
-    assert len(figures["auc"]) == 2 and set(figures["distances"]) == set(DISTANCES)
+    assert len(figures["auc"]) == 2 and set(figures["distances"]) == set(NAMES)
     assert "discriminator AUC" in (run / "realism" / "realism.md").read_text()
     assert Image.open(run / "realism" / "sheet.png").width > 0
     missing = CliRunner().invoke(app, ["render", "realism", str(run), "--real", str(tmp_path / "nowhere")])
@@ -92,3 +91,42 @@ def test_realism_command_writes_table_figures_and_sheet(tmp_path):
 def test_measure_refuses_films_of_different_sizes():
     with pytest.raises(ValueError, match="differ in size"):
         measure(_set(_films(0, 30, size=32)), _set(_films(0, 30, size=64)))
+
+
+def test_calibration_fits_ranges_and_writes_a_fragment_the_renderer_reads(tmp_path):
+    import yaml
+
+    from synthvlp.config import RunConfig
+    from synthvlp.generation.images import phantom_appearance
+    from synthvlp.generation.phantom.appearance import Appearance
+    from synthvlp.generation.realism.calibrate import calibrate, fragment
+
+    real = _set(_films(9, 40))
+    fit = calibrate(real, films=20, size=32, iterations=6)
+    assert fit.best <= fit.start and set(fit.terms) == set(NAMES)
+    ranges = yaml.safe_load(fragment(fit, "toy films"))["images"]["appearance"]
+    assert Appearance.from_dict(ranges) == fit.appearance
+    config = RunConfig.model_validate({"images": {"appearance": ranges}})
+    assert phantom_appearance(config) == fit.appearance
+
+
+def test_appearance_settings_are_checked():
+    from synthvlp.config import RunConfig
+    from synthvlp.errors import ConfigError
+    from synthvlp.generation.images import phantom_appearance
+
+    with pytest.raises(Exception, match="low 2.0 is above high 1.0"):
+        RunConfig.model_validate({"images": {"appearance": {"noise": [2.0, 1.0]}}})
+    with pytest.raises(ConfigError, match="images.appearance: unknown appearance setting"):
+        phantom_appearance(RunConfig.model_validate({"images": {"appearance": {"sparkle": [0.0, 1.0]}}}))
+
+
+def test_calibrate_command_writes_a_fragment(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    for i, film in enumerate(_films(10, 60)):  # a fixed hash holds out ~30% without a split column
+        (real / f"{i}.png").write_bytes(_png(film))
+    out = tmp_path / "appearance.yaml"
+    result = CliRunner().invoke(app, ["render", "calibrate", "--real", str(real), "--out", str(out), "--films", "20", "--size", "32", "--iterations", "2"])
+    assert result.exit_code == 0, result.output
+    assert "appearance:" in out.read_text() and "objective" in result.output

@@ -1,7 +1,8 @@
 """How far rendered films are from real ones: a discriminator, distribution distances and a side-by-side sheet.
 
 ``measure`` compares a set of rendered films with real films at the same size. Each distance is reported beside
-the same distance between two halves of the real set, so "2x real-vs-real" reads directly off the table; the
+the same distance between two halves of the real set (both averaged over random halvings), so "2x real-vs-real"
+reads directly off the table; the
 discriminator's held-out AUC is given per seed, with its mean and standard deviation. ``synthvlp render realism``
 runs it on a run folder and writes the table, the figures as JSON and a contact sheet.
 """
@@ -13,16 +14,21 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from synthvlp.generation.realism.discriminator import Protocol, discriminator_auc
-from synthvlp.generation.realism.distances import DISTANCES
+from synthvlp.generation.realism.distances import NAMES, between, features
 from synthvlp.generation.realism.films import Films, load_real, load_rendered
 from synthvlp.generation.realism.sheet import interleaved_sheet
 
 __all__ = ["Films", "Protocol", "Realism", "interleaved_sheet", "load_real", "load_rendered", "measure"]
 
 
+HALVINGS = 10
+"""Random halvings of the real set each distance is averaged over (one halving can land far from the typical)."""
+
+
 @dataclass
 class Realism:
-    """Figures of one comparison; ``distances[name] = (rendered vs real half A, real half B vs real half A)``."""
+    """Figures of one comparison; ``distances[name] = (rendered vs real half A, real half B vs real half A)``,
+    each a mean over halvings of the real set."""
 
     size: int
     n_real: int
@@ -54,19 +60,28 @@ class Realism:
         for name, (ours, floor) in self.distances.items():
             lines.append(f"| {name} distance | {ours:.4f} | {floor:.4f} | {ours / max(floor, 1e-12):.1f}x |")
         lines.append("")
-        lines.append("Discriminator AUC per seed: " + ", ".join(f"{a:.3f}" for a in self.auc))
+        lines.append("Discriminator AUC per seed: " + ", ".join(f"{a:.3f}" for a in self.auc) + f". Distances: mean over {HALVINGS} random halvings of the real set.")
         return "\n".join(lines) + "\n"
 
 
-def measure(real: Films, rendered: Films, protocol: Protocol = Protocol()) -> Realism:
-    """Compare ``rendered`` with ``real`` (same film size). Distances use equal numbers of films on both sides:
-    real half A against real half B, and real half A against as many rendered films."""
+def measure(real: Films, rendered: Films, protocol: Protocol = Protocol(), halvings: int = HALVINGS) -> Realism:
+    """Compare ``rendered`` with ``real`` (same film size). Each distance is the mean over ``halvings`` random
+    halvings of the real set: real half A against as many rendered films, and against real half B."""
     if real.images.shape[1:] != rendered.images.shape[1:]:
         raise ValueError(f"films differ in size: real {real.images.shape[1:]}, rendered {rendered.images.shape[1:]}")
-    order = np.random.default_rng(0).permutation(len(real.images))
-    half = len(order) // 2
-    real_a, real_b = real.images[order[:half]], real.images[order[half : 2 * half]]
-    ours = rendered.images[:half]
-    distances = {name: (fn(ours, real_a), fn(real_b, real_a)) for name, fn in DISTANCES.items()}
+    ours, theirs = features(rendered.images), features(real.images)
+    half = len(real.images) // 2
+    n = min(half, len(rendered.images))
+    rng = np.random.default_rng(0)
+    sums = {name: [0.0, 0.0] for name in NAMES}
+    for _ in range(halvings):
+        order = rng.permutation(len(real.images))
+        a, b = order[:n], order[half : half + n]
+        pick = rng.permutation(len(rendered.images))[:n]
+        for name, value in between(ours, theirs, pick, a).items():
+            sums[name][0] += value / halvings
+        for name, value in between(theirs, theirs, b, a).items():
+            sums[name][1] += value / halvings
     auc = discriminator_auc(real, rendered, protocol)
+    distances = {name: (ours_, floor) for name, (ours_, floor) in sums.items()}
     return Realism(real.images.shape[1], len(real.images), len(rendered.images), auc, distances, asdict(protocol))
