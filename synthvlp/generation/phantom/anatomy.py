@@ -87,7 +87,7 @@ def _lung_air(grid: Grid, a: Anatomy, side: str) -> tuple[np.ndarray, np.ndarray
     window, part, distance, sides, floor, v = _lung_distance(grid, a, side, 0.0, below=recess)
     field = ramp(distance, grid.pixel)
     depth = 2.0 * a.depth * a.lung_share * (0.75 + 0.35 * v)
-    inside = np.sqrt(np.clip(distance * (1.0 / 0.06), 0.0, 1.0))
+    inside = np.sqrt(np.clip(distance * (1.0 / 0.035), 0.0, 1.0))
     under = np.clip(1.0 - (part.y - floor) * (1.0 / recess), 0.0, 1.0) ** 2 * np.sqrt(np.clip(sides * (1.0 / 0.06), 0.0, 1.0))
     air = depth * np.maximum(inside, 0.3 * under * (part.y > floor))
     return paste(grid.shape, window, field), paste(grid.shape, window, air)
@@ -177,7 +177,7 @@ def _heart(grid: Grid, a: Anatomy) -> tuple[np.ndarray, np.ndarray]:
     scale = half / np.sqrt((long * cos) ** 2 + (short * sin) ** 2)  # horizontal half extent becomes ``half``
     long, short = long * scale, short * scale
     reach_y = np.sqrt((long * sin) ** 2 + (short * cos) ** 2)
-    cy = a.base["left"] - 0.4 * a.dome["left"] - 0.45 * reach_y
+    cy = a.base["left"] - a.dome["left"] - 0.7 * reach_y
     cx = a.mid + 0.4 * half
     reach = grid.pixel * long / short  # the soft edge's reach past the outline along the long axis
     window = grid.window(cy - reach_y - reach, cy + reach_y + reach, cx - half - reach, cx + half + reach)

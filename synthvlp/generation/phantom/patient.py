@@ -70,7 +70,7 @@ def draw_anatomy(scene: Scene, rng: np.random.Generator) -> Anatomy:
     collapsed = scene.sides("atelectasis")
     portable = u[20] < AP_SHARE
     low, high = CTR_RANGES[scene.heart]
-    base_level = 0.62 + 0.1 * u[0] + (0.06 if emphysema else 0.0) - (0.03 if portable else 0.0)
+    base_level = 0.7 + 0.1 * u[0] + (0.06 if emphysema else 0.0) - (0.03 if portable else 0.0)
     dome = 0.045 + 0.045 * u[1] if not emphysema else 0.008 + 0.012 * u[1]
     right_higher = 0.01 + 0.02 * u[2]
     base = {"right": base_level - right_higher * 0.5, "left": base_level + right_higher * 0.5}
@@ -78,7 +78,7 @@ def draw_anatomy(scene: Scene, rng: np.random.Generator) -> Anatomy:
         base[side] -= 0.03 + 0.03 * u[3]
     medial = {"right": 0.06 + 0.03 * u[4], "left": 0.07 + 0.03 * u[5]}
     habitus = u[12]
-    apex = 0.08 + 0.06 * u[7] - (0.02 if emphysema else 0.0)
+    apex = 0.07 + 0.05 * u[7] - (0.02 if emphysema else 0.0)
     female = u[21] < 0.5
     mu = 1.9 + 0.4 * u[15]
     return Anatomy(
@@ -86,11 +86,11 @@ def draw_anatomy(scene: Scene, rng: np.random.Generator) -> Anatomy:
         apex=apex,
         base=base,
         dome={"right": dome, "left": dome * (0.85 + 0.15 * u[8])},
-        half_width=0.27 + 0.08 * u[9] + (0.02 if emphysema else 0.0),
+        half_width=0.32 + 0.07 * u[9] + (0.02 if emphysema else 0.0),
         medial=medial,
         ctr=low + (high - low) * u[10],
         heart_height=0.11 + 0.035 * u[11],
-        body_margin=0.05 + 0.07 * habitus,
+        body_margin=0.035 + 0.06 * habitus,
         ribs=9 + int(3 * u[13]) + (1 if emphysema else 0),
         density={
             "body": mu,
