@@ -104,8 +104,8 @@ def _effusion(body: Body, side: str, severity: int, rng: np.random.Generator) ->
     level = a.base[side] - depth * (a.base[side] - a.apex)
     surface = level - (0.05 + 0.04 * rng.random()) * _lateral_fraction(body, side) ** 2
     region = body.lungs[side] * ramp(grid.y - surface, grid.pixel)
-    layer = region * np.sqrt(np.clip((grid.y - surface) * (1.0 / (0.04 + 0.3 * depth * a.height)), 0.02, 1.0))
-    return Effect(shape=region, opacify=0.9 * layer, density=0.5 * a.density["organ"] * layer, no_markings=layer)
+    layer = region * np.sqrt(np.clip((grid.y - surface) * (1.0 / (0.03 + 0.15 * depth * a.height)), 0.05, 1.0))
+    return Effect(shape=region, opacify=0.95 * layer, density=0.8 * a.density["organ"] * layer, no_markings=layer)
 
 
 def _pneumothorax(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
@@ -117,7 +117,7 @@ def _pneumothorax(body: Body, side: str, severity: int, rng: np.random.Generator
     rim = np.clip(body.lungs[side] - inner, 0.0, 1.0)
     line = 4.0 * inner * (1.0 - inner) * np.clip(2.0 * rim, 0.0, 1.0)  # the collapsed lung's edge, beside the rim
     mu = a.density["body"]
-    return Effect(shape=rim, lucency=(0.04 + 0.02 * severity) * mu * rim, no_markings=rim, density=0.012 * mu * line)
+    return Effect(shape=rim, lucency=(0.06 + 0.03 * severity) * mu * rim, no_markings=rim, density=0.03 * mu * line)
 
 
 def _cardiomegaly(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
@@ -191,12 +191,13 @@ def _atelectasis(body: Body, side: str, severity: int, rng: np.random.Generator)
     length = 0.4 * (a.half_width - a.medial[side])
     plate = band(grid.y - cy - slope * (grid.x - cx), thickness, grid.pixel) * ramp(length - np.abs(grid.x - cx), grid.pixel)
     plate = plate * body.lungs[side]
-    return Effect(shape=plate, opacify=0.5 * plate, density=0.15 * a.density["organ"] * plate, no_markings=plate)
+    return Effect(shape=plate, opacify=0.8 * plate, density=0.3 * a.density["organ"] * plate, no_markings=plate)
 
 
 def _round(body: Body, side: str, radius: float, rng: np.random.Generator) -> Effect:
-    """A soft-tissue sphere in the lung: its shadow is its thickness along the beam, so it can sit over a rib
-    and both show."""
+    """A sphere in the lung: its shadow is its thickness along the beam, so it can sit over a rib and both show.
+    Drawn 2.5x as dense as soft tissue: a conspicuity choice (physics says about 1x), so that a nodule of two
+    pixels at the quickstart's 64 px stays learnable."""
     a, grid = body.anatomy, body.grid
     radius = max(radius, 2.5 * grid.pixel)
     cy, cx = body.lung_point(side, 0.3 + 0.4 * rng.random(), 0.2 + 0.5 * rng.random())
@@ -206,8 +207,8 @@ def _round(body: Body, side: str, radius: float, rng: np.random.Generator) -> Ef
     part = grid.crop(window)
     r2 = ((part.y - cy) / radius) ** 2 + ((part.x - cx) / rx) ** 2
     thickness = paste(grid.shape, window, (2.0 * radius) * np.sqrt(np.clip(1.0 - r2, 0.0, 1.0)))
-    thickness = np.maximum(thickness, (0.6 * radius) * disk)  # at least a visible edge at small sizes
-    return Effect(shape=disk, density=1.5 * a.density["body"] * thickness)
+    thickness = np.maximum(thickness, radius * disk)  # at least a visible edge at small sizes
+    return Effect(shape=disk, density=2.5 * a.density["body"] * thickness)
 
 
 def _nodule(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
