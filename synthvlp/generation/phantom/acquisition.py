@@ -14,12 +14,16 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from synthvlp.generation.phantom.patient import Anatomy
-from synthvlp.generation.phantom.shapes import Grid, paste, polyline_distance, tube
+from synthvlp.generation.phantom.shapes import Grid, blur2d, paste, polyline_distance, tube
 
 LABELS_AP = ("PORTABLE", "AP", "PORTABLE AP", "AP UPRIGHT", "SEMI-UPRIGHT", "SUPINE", "PORTABLE SEMI ERECT")
 LABELS_PA = ("PA", "ERECT", "STANDING", "INSP")
 ELECTRODE = 0.35  # attenuation through an electrode's snap ring
 LEAD = 0.12  # attenuation through a lead wire
+SOFT = 0.8
+"""Blur sd (pixels at 256 px) of what is added after the detector, labels and collimator edges: real films are
+downsampled from 1024 px or more, so even burnt-in text has soft edges at 256 (sharp ones added 0.03 decades of
+high-frequency power the real films do not have)."""
 
 
 def monitoring(grid: Grid, a: Anatomy, rng: np.random.Generator) -> np.ndarray:
@@ -82,9 +86,10 @@ def burn_in(film: np.ndarray, a: Anatomy, rng: np.random.Generator) -> np.ndarra
     if canvas != size:
         labels = labels.resize((size, size), Image.BOX)
     box = labels.getbbox()
-    if box is not None:  # blend only where there is ink
-        x0, y0, x1, y1 = box
-        ink = np.asarray(labels.crop(box), dtype=np.float32) * (1.0 / 255.0)
+    if box is not None:  # blend only where there is ink (and the blur's reach)
+        pad = 2 + size // 128
+        x0, y0, x1, y1 = max(box[0] - pad, 0), max(box[1] - pad, 0), min(box[2] + pad, size), min(box[3] + pad, size)
+        ink = blur2d(np.asarray(labels.crop((x0, y0, x1, y1)), dtype=np.float32) * (1.0 / 255.0), SOFT * size / 256)
         film[y0:y1, x0:x1] = film[y0:y1, x0:x1] * (1.0 - ink) + brightness * ink
     return _collimate(film, rng)
 
@@ -102,11 +107,11 @@ def _collimate(film: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     cos, sin = np.cos(angle), np.sin(angle)
     rows = cos * axis[:, None] + sin * axis[None, :]
     cols = -sin * axis[:, None] + cos * axis[None, :]
-    inside = np.ones(film.shape, dtype=bool)
+    inside = np.ones(film.shape, dtype=np.float32)
+    edge_width = SOFT * 2.5 / 256  # the edge ramps over a few pixels at 256 px, as a blurred shutter edge does
     for edge in range(4):
         if u[4 + edge] < 0.45:
             margin = 0.5 - (0.01 + 0.07 * u[8 + edge % 2])
             coordinate = rows if edge % 2 == 0 else cols
-            inside &= (coordinate < margin) if edge < 2 else (coordinate > -margin)
-    film[~inside] = value
-    return film
+            inside *= np.clip(((margin - coordinate) if edge < 2 else (coordinate + margin)) * (1.0 / edge_width) + 0.5, 0.0, 1.0)
+    return film * inside + value * (1.0 - inside)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -34,7 +35,7 @@ class Grid:
     def window(self, y0: float, y1: float, x0: float, x1: float, margin: float = 2.0) -> Window:
         """Rows and columns of the pixels whose patient coordinates can fall in [y0, y1] x [x0, x1], plus
         ``margin`` pixels: a small shape is computed there only and is exactly 0 elsewhere."""
-        cos, sin = np.cos(self.angle), np.sin(self.angle)
+        cos, sin = math.cos(self.angle), math.sin(self.angle)  # Python floats: NumPy scalar calls cost 10x here
         size = self.shape[0]
         rows, cols = [], []
         for py in (y0, y1):
@@ -43,7 +44,7 @@ class Grid:
                 rows.append((self.zoom * (cos * dy + sin * dx) + 0.5) * size - 0.5)
                 cols.append((self.zoom * (-sin * dy + cos * dx) + 0.5) * size - 0.5)
         return tuple(
-            slice(int(np.clip(np.floor(min(v) - margin), 0, size)), int(np.clip(np.ceil(max(v) + margin) + 1, 0, size)))
+            slice(min(max(math.floor(min(v) - margin), 0), size), min(max(math.ceil(max(v) + margin) + 1, 0), size))
             for v in (rows, cols)
         )  # type: ignore[return-value]
 
@@ -156,15 +157,17 @@ def upsample(rows: np.ndarray, coarse: np.ndarray, cols: np.ndarray) -> np.ndarr
     return np.concatenate([rows[start : start + 16] @ inner for start in range(0, rows.shape[0], 16)])
 
 
+@lru_cache(maxsize=64)
 def interp_matrix(nodes: int, size: int, start: float = 0.0, stop: float | None = None) -> np.ndarray:
     """(size, nodes) linear interpolation at ``size`` even positions from ``start`` to ``stop`` (in node units;
-    by default first to last node)."""
+    by default first to last node). Cached (a few shapes recur in every film) and read-only."""
     position = np.linspace(start, nodes - 1.0 if stop is None else stop, size)
     left = np.clip(np.floor(position).astype(int), 0, nodes - 2)
     frac = (position - left).astype(np.float32)
     matrix = np.zeros((size, nodes), dtype=np.float32)
     matrix[np.arange(size), left] = 1.0 - frac
     matrix[np.arange(size), left + 1] += frac
+    matrix.flags.writeable = False
     return matrix
 
 
