@@ -23,15 +23,9 @@ import sys
 import time
 from pathlib import Path
 
+from bench_render import PLANS, _entities  # the same six plans as the rendering benchmark (bench/ is on sys.path)
+
 REPO = Path(__file__).resolve().parent.parent
-PLANS = [
-    [],
-    [("pleural effusion", "left")],
-    [("pneumothorax", "right"), ("nodule", "left")],
-    [("cardiomegaly", None), ("pulmonary edema", None)],
-    [("consolidation", "right"), ("atelectasis", "left")],
-    [("emphysema", None), ("pacemaker", None)],
-]
 
 
 def speed_worker(size: int, images: int, offset: int) -> dict:
@@ -41,8 +35,7 @@ def speed_worker(size: int, images: int, offset: int) -> dict:
     from synthvlp.generation import phantom
 
     def one(i: int) -> None:
-        plan = [{"name": n, "category": "ABNORMALITY", "assertion": "present", "laterality": s} for n, s in PLANS[i % len(PLANS)]]
-        phantom.render(plan, size, np.random.default_rng(i))
+        phantom.render(_entities(PLANS[i % len(PLANS)]), size, np.random.default_rng(i))
 
     one(offset)
     wall, cpu = time.perf_counter(), time.process_time()
