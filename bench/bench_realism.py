@@ -1,9 +1,11 @@
 """Realism of the phantom renderer against real films, and its speed beside a peer renderer checkout.
 
-1. Renders a run with this checkout (the quickstart config at ``--size`` px, plan + reports + images stages),
+1. Renders a run with this checkout (the quickstart config at ``--size`` px with ``images.phantom`` from
+   ``--phantom``, projection by default; plan + reports + images stages),
    then measures it against ``--real`` with the fixed protocol of ``synthvlp render realism`` (discriminator AUC
    over 5 seeds, distances beside real-vs-real) and writes the table, figures and interleaved sheet to ``--out``.
-2. Times ``phantom.render`` at ``--size`` px on one thread for this checkout and, if given, a peer checkout
+2. Times ``phantom.render`` (the projection renderer here) at ``--size`` px on one thread for this checkout and,
+   if given, a peer checkout
    (``--peer-root``, e.g. ``git archive <rev>`` of the previous renderer unpacked in a scratch folder): each in its
    own child process, in interleaved rounds, so both see the same load. Rates are per second of the child's CPU
    time (what one free core would give) and of wall time.
@@ -56,10 +58,10 @@ def _speed(roots: dict[str, Path], size: int, images: int, rounds: int) -> dict[
     return totals
 
 
-def _render_run(out: Path, size: int, samples: int) -> float:
+def _render_run(out: Path, size: int, samples: int, renderer: str) -> float:
     run = out / "run"
     command = [sys.executable, "-m", "synthvlp.cli", "run", "configs/quickstart.yaml", f"run.out_dir={run}",
-               f"images.size={size}", f"run.n_samples={samples}", "--stages", "plan,reports,images"]  # fmt: skip
+               f"images.size={size}", f"images.phantom={renderer}", f"run.n_samples={samples}", "--stages", "plan,reports,images"]  # fmt: skip
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True)
     return time.perf_counter() - start
@@ -71,6 +73,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/realism-bench"))
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--phantom", choices=("projection", "classic"), default="projection", help="images.phantom of the measured run")
     parser.add_argument("--peer-root", type=Path, help="a checkout of the peer renderer (e.g. the previous revision)")
     parser.add_argument("--speed-images", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
@@ -85,7 +88,7 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.skip_realism:
-        seconds = _render_run(args.out, args.size, args.samples)
+        seconds = _render_run(args.out, args.size, args.samples, args.phantom)
         print(f"rendered {args.samples} samples at {args.size} px (plan + reports + images stages) in {seconds:.0f} s")
         real, rendered = load_real(args.real, args.size), load_rendered(args.out / "run", args.size, args.samples)
         result = measure(real, rendered)

@@ -390,7 +390,7 @@ def render_calibrate(
             raise UserError(f"{real}: {exc}") from exc
     write_text_atomic(out, fragment(fit, str(real)))
     typer.echo(f"objective {fit.start:.2f} -> {fit.best:.2f} (3.0 = as close as real films are to each other)")
-    typer.echo(f"wrote {out}; use it with: synthvlp run CONFIG images.appearance.NAME=[LOW,HIGH] or paste its images.appearance")
+    typer.echo(f"wrote {out}; paste its images keys into a run config (they select images.phantom: projection)")
 
 
 @app.command()

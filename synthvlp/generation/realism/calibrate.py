@@ -141,4 +141,4 @@ def fragment(fit: Fit, source: str) -> str:
         f"# objective (sum of distances over their real-vs-real floors; 3.0 = as close as real to real): "
         f"{fit.start:.2f} -> {fit.best:.2f} ({terms})\n"
     )
-    return header + yaml.safe_dump({"images": {"appearance": ranges}}, sort_keys=False, default_flow_style=None)
+    return header + yaml.safe_dump({"images": {"phantom": "projection", "appearance": ranges}}, sort_keys=False, default_flow_style=None)
