@@ -9,15 +9,11 @@ extent drawn: the finding's mask is where it is at least one half.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
+from synthvlp.generation.phantom import findings as projection
 from synthvlp.generation.phantom.classic.anatomy import SIGN, Body
-from synthvlp.generation.phantom.findings import (
-    LATERAL, ONE_SIDED, Effect, _cardiomegaly, _central_line, _chest_tube, _device, _enteric_tube, _et_tube,
-    _lateral_fraction, _merge, _pacemaker, _sternotomy, sides_of,
-)  # fmt: skip
+from synthvlp.generation.phantom.findings import LATERAL, ONE_SIDED, Drawer, Effect, _lateral_fraction, _merge, sides_of
 from synthvlp.generation.phantom.scene import Finding
 from synthvlp.generation.phantom.shapes import (
     band, distance, ellipse, falloff, fraction, polyline_distance, power, ramp, smooth_noise,
@@ -158,11 +154,10 @@ def _fracture(body: Body, side: str, severity: int, rng: np.random.Generator) ->
     return Effect(shape=site, rib_gap=gap * site)
 
 
-Drawer = Callable[[Body, str, int, np.random.Generator], Effect]
 _DRAWERS: dict[str, Drawer] = {
+    **projection._DRAWERS,  # the devices and cardiomegaly; the rest drawn for this anatomy:
     "pleural effusion": _effusion,
     "pneumothorax": _pneumothorax,
-    "cardiomegaly": _cardiomegaly,
     "consolidation": _consolidation,
     "pulmonary edema": _edema,
     "atelectasis": _atelectasis,
@@ -171,10 +166,4 @@ _DRAWERS: dict[str, Drawer] = {
     "opacity": _opacity,
     "emphysema": _emphysema,
     "fracture": _fracture,
-    "endotracheal tube": _et_tube,
-    "enteric tube": _enteric_tube,
-    "central venous catheter": _central_line,
-    "chest tube": _chest_tube,
-    "pacemaker": _pacemaker,
-    "sternotomy wires": _sternotomy,
 }
