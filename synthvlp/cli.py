@@ -327,6 +327,72 @@ def render_preview(
     typer.echo(f"wrote {out}")
 
 
+@render_app.command("realism")
+def render_realism(
+    source: Annotated[Path, typer.Argument(help="A run folder whose images stage has run, a folder of shard-*.tar files, or one shard.", show_default=False)],
+    real: Annotated[Path, typer.Option(help="Real films: a folder of PNG/JPG (its labels.csv, if any, gives paths and split) or a CSV with a 'path' column (and optionally 'split').", show_default=False)],
+    out: Annotated[Path | None, typer.Option(help="Folder for realism.md, realism.json and sheet.png (default: SOURCE/realism, or ./realism for a shard file).")] = None,
+    size: Annotated[int, typer.Option(min=32, help="Both sets are compared at size x size pixels.")] = 256,
+    limit: Annotated[int, typer.Option(min=20, help="At most this many films of each set.")] = 2000,
+    steps: Annotated[int, typer.Option(min=1, help="Discriminator training steps per seed.")] = 300,
+    seeds: Annotated[int, typer.Option(min=1, help="Discriminator seeds (0 .. N-1).")] = 5,
+    input_size: Annotated[int, typer.Option(min=16, help="Discriminator input side (films are area-downsampled to it).")] = 64,
+) -> None:
+    """Measure how real rendered films look: a real-vs-rendered discriminator's held-out AUC, distribution distances
+    beside the same distance between two halves of the real set, and an interleaved contact sheet."""
+    import json
+
+    from synthvlp.generation.realism import Protocol, interleaved_sheet, load_real, load_rendered, measure
+    from synthvlp.store import atomic_open, write_text_atomic
+
+    rendered_films = load_rendered(source, size, limit)
+    real_films = load_real(real, size, limit)
+    try:
+        result = measure(real_films, rendered_films, Protocol(steps=steps, input_size=input_size, seeds=tuple(range(seeds))))
+    except ValueError as exc:
+        raise UserError(f"cannot compare {source} with {real}: {exc}") from exc
+    folder = out if out is not None else (source / "realism" if source.is_dir() else Path("realism"))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / "realism.md", result.table())
+    write_text_atomic(folder / "realism.json", json.dumps(result.as_dict(), indent=2) + "\n")
+    with atomic_open(folder / "sheet.png", "wb") as handle:
+        interleaved_sheet(real_films.images, rendered_films.images).save(handle, format="PNG")
+    typer.echo(result.table())
+    typer.echo(f"wrote {folder}/realism.md, realism.json and sheet.png")
+
+
+@render_app.command("calibrate")
+def render_calibrate(
+    real: Annotated[Path, typer.Option(help="Real films: a folder of PNG/JPG (its labels.csv, if any, gives paths and split) or a CSV with a 'path' column; only training films are used when a split is given.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Config fragment (YAML) to write; paste its images.appearance into a run config.")] = Path("appearance.yaml"),
+    films: Annotated[int, typer.Option(min=20, help="Films rendered and compared per step (as many real ones are matched).")] = 160,
+    size: Annotated[int, typer.Option(min=32, help="Films are compared at size x size pixels.")] = 256,
+    iterations: Annotated[int, typer.Option(min=1, help="Search steps (each develops FILMS films).")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the rendered patients, the real-film split and the search.")] = 0,
+) -> None:
+    """Fit the phantom's exposure and display ranges (histogram, noise, blur, exposure, window) to real films and
+    write them as a config fragment the renderer reads (images.appearance). Optional: the defaults need none."""
+    import numpy as np
+    from rich.progress import Progress
+
+    from synthvlp.generation.realism import Films, load_real
+    from synthvlp.generation.realism.calibrate import calibrate, fragment
+    from synthvlp.store import write_text_atomic
+
+    films_real = load_real(real, size)
+    training = films_real.images[~films_real.held_out] if (~films_real.held_out).any() else films_real.images
+    with Progress(console=console) as progress:
+        task = progress.add_task("calibrate", total=iterations)
+        try:
+            fit = calibrate(Films(training, np.zeros(len(training), bool), []), films, size, iterations, seed,
+                            progress=lambda step, best: progress.update(task, completed=step + 1, description=f"calibrate (objective {best:.2f})"))
+        except ValueError as exc:
+            raise UserError(f"{real}: {exc}") from exc
+    write_text_atomic(out, fragment(fit, str(real)))
+    typer.echo(f"objective {fit.start:.2f} -> {fit.best:.2f} (3.0 = as close as real films are to each other)")
+    typer.echo(f"wrote {out}; paste its images keys into a run config (they select images.phantom: projection)")
+
+
 @app.command()
 def serve(
     model: Annotated[str, typer.Argument(help="transformers: a local HF model folder or .gguf file. vllm: a model folder or hub id vLLM can load.", show_default=False)],

@@ -210,7 +210,25 @@ class ImagesSection(Section):
     )
     size: int = Field(64, ge=16, le=4096, description="Square image side in pixels.")
     bit_depth: Literal[8, 16] = Field(8, description="PNG bits per pixel of phantom images (diffusers images are 8-bit).")
+    phantom: Literal["classic", "projection"] = Field(
+        "classic",
+        description="Phantom renderer: 'classic' (painted 2D anatomy; what the quickstart's figures were measured on) "
+        "or 'projection' (a projected 3D thorax with acquisition effects, closer to real films; docs/rendering.md).",
+    )
+    appearance: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="Projection phantom's exposure and display ranges, {name: [low, high]}, overriding its defaults "
+        "(names: synthvlp.generation.phantom.appearance.Appearance); `synthvlp render calibrate` writes them.",
+    )
     diffusers: DiffusersSection = Field(default_factory=DiffusersSection)
+
+    @field_validator("appearance")
+    @classmethod
+    def _ranges_are_ordered(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (low, high) in value.items():
+            if low > high:
+                raise ValueError(f"{name}: low {low} is above high {high}")
+        return value
 
     @model_validator(mode="after")
     def _diffusers_needs_a_folder(self) -> ImagesSection:

@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 
 from synthvlp.generation import phantom
+from synthvlp.generation.images import encode_png
+from synthvlp.generation.phantom import classic
 from synthvlp.generation.phantom.anatomy import build_body, draw_anatomy
 from synthvlp.generation.phantom.masks import box, decode_masks, encode_masks
 from synthvlp.generation.phantom.scene import read_scene
 from synthvlp.generation.phantom.shapes import ellipse, make_grid
+from synthvlp.seeding import sample_rng
 
 SIZE = 96
 
@@ -159,8 +162,10 @@ def test_box_is_exclusive_and_none_when_empty():
     assert box(mask) == (3, 2, 7, 5)
 
 
-def test_images_stage_stores_masks_and_boxes():
-    """Each sample carries <key>.seg.png whose bit i is masks[i] of <key>.json, and the same boxes in the manifest."""
+@pytest.mark.parametrize("renderer", ["classic", "projection"])
+def test_images_stage_stores_masks_and_boxes(renderer):
+    """Each sample carries <key>.seg.png whose bit i is masks[i] of <key>.json, and the same boxes in the manifest;
+    ``images.phantom`` picks the renderer, named in the manifest."""
     import json
 
     import pyarrow as pa
@@ -169,7 +174,7 @@ def test_images_stage_stores_masks_and_boxes():
     from synthvlp.config import RunConfig
     from synthvlp.generation.images import render_images
 
-    config = RunConfig.model_validate({"images": {"size": 48}})
+    config = RunConfig.model_validate({"images": {"size": 48, "phantom": renderer}})
     plans = [[_entity("pleural effusion", "bilateral"), _entity("nodule", "left")], [], [_entity("hiatal hernia", "right")]]
     plan = pa.table({"id": ["s00000000", "s00000001", "s00000002"], "split": ["train"] * 3, "planned_entities": pa.array(plans, pa.list_(schema.ENTITY))})
     reports = pa.table({"findings": ["A large bilateral pleural effusion. A left nodule.", "Clear.", "Hernia."], "impression": ["Effusions; nodule.", "Normal.", "Hernia."]})
@@ -184,3 +189,52 @@ def test_images_stage_stores_masks_and_boxes():
         for entry, mask in zip(meta["masks"], masks, strict=True):
             assert (entry["x0"], entry["y0"], entry["x1"], entry["y1"]) == box(mask)
     assert [b["name"] for b in boxes[0]] == ["pleural effusion", "nodule"] and boxes[1] == []
+    expected = {"classic": classic.render, "projection": phantom.render}[renderer](plans[0], 48, sample_rng(0, "s00000000", "image", 0), "A large bilateral pleural effusion. A left nodule. Effusions; nodule.")
+    assert batch.samples[0]["png"] == encode_png(expected.image)
+    assert set(batch.columns.column("image_generator").to_pylist()) == {"phantom@" + {"classic": "1.0.0", "projection": phantom.VERSION}[renderer]}
+
+
+def test_classic_appearance_ranges_are_refused():
+    """``images.appearance`` belongs to the projection renderer: with the classic one it is a ConfigError, not ignored."""
+    import pyarrow as pa
+
+    from synthvlp import schema
+    from synthvlp.config import RunConfig
+    from synthvlp.errors import ConfigError
+    from synthvlp.generation.images import render_images
+
+    config = RunConfig.model_validate({"images": {"size": 32, "phantom": "classic", "appearance": {"noise": [0.0, 0.01]}}})
+    plan = pa.table({"id": ["s0"], "split": ["train"], "planned_entities": pa.array([[]], pa.list_(schema.ENTITY))})
+    with pytest.raises(ConfigError, match="images.phantom: projection"):
+        render_images(config, plan, pa.table({"findings": ["Clear."], "impression": ["Normal."]}))
+
+
+def test_classic_renderer_is_deterministic_with_masks():
+    plan = [_entity("pleural effusion", "right"), _entity("pneumothorax", "left")]
+    a, b = (classic.render(plan, 48, np.random.default_rng(5)) for _ in range(2))
+    assert np.array_equal(a.image, b.image) and a.image.std() > 10
+    assert [f.name for f in a.findings] == ["pleural effusion", "pneumothorax"] and all(f.mask.any() for f in a.findings)
+
+
+LOCAL = [case for case in CASES if case[0] not in ("emphysema", "atelectasis", "cardiomegaly")]
+"""Findings that leave the patient alone. Emphysema and atelectasis move the diaphragm and cardiomegaly widens the
+heart, by design; the exposure is set from the patient (``appearance.expose``), so those shift the whole film a
+little, as an automatic exposure would."""
+
+
+@pytest.mark.parametrize(("name", "side", "sign"), LOCAL)
+def test_a_finding_changes_pixels_only_inside_its_mask_and_halo(name, side, sign):
+    """Same patient with and without the finding, 16-bit: no pixel farther than ``halo`` from the mask moves."""
+    from scipy.ndimage import binary_dilation
+
+    from synthvlp.generation.phantom.appearance import halo
+
+    reach = halo(SIZE)
+    for seed in range(4):
+        plain = phantom.render([], SIZE, np.random.default_rng(seed), bit_depth=16).image
+        rendering = phantom.render([_entity(name, side)], SIZE, np.random.default_rng(seed), bit_depth=16)
+        mask = rendering.findings[0].mask
+        grown = binary_dilation(mask, np.ones((2 * reach + 1, 2 * reach + 1), bool))
+        changed = rendering.image != plain
+        assert changed[mask].any(), seed
+        assert not changed[~grown].any(), (seed, int(changed[~grown].sum()))

@@ -19,6 +19,7 @@ from PIL import Image
 
 from synthvlp import schema
 from synthvlp.config import RunConfig
+from synthvlp.errors import ConfigError
 from synthvlp.seeding import sample_rng, sample_seed
 
 
@@ -75,17 +76,34 @@ def _sample(row: dict, png: bytes, meta: dict) -> dict[str, bytes | str]:
     }
 
 
+def phantom_appearance(config: RunConfig):
+    """The phantom's ``Appearance`` with ``images.appearance`` applied; a ConfigError naming an unknown range."""
+    from synthvlp.generation.phantom.appearance import Appearance
+
+    try:
+        return Appearance.from_dict(config.images.appearance)
+    except ValueError as exc:
+        raise ConfigError(f"images.appearance: {exc}") from None
+
+
 def _render_phantom(config: RunConfig, rows: list[dict], advance: Callable[[int], None]) -> ImageBatch:
     from synthvlp.generation import phantom
+    from synthvlp.generation.phantom import classic
     from synthvlp.generation.phantom.masks import encode_masks
 
+    if config.images.phantom == "classic":
+        if config.images.appearance:
+            raise ConfigError("images.appearance: these ranges are the projection phantom's; set images.phantom: projection")
+        renderer, extra = classic, {}
+    else:
+        renderer, extra = phantom, {"appearance": phantom_appearance(config)}
     samples, seeds, boxes = [], [], []
     undrawable: dict[str, int] = {}
     for row in rows:
         key = row["id"]
         rng = sample_rng(config.run.seed, key, "image", row.get("image_attempt", 0))
         text = f"{row['findings']} {row['impression']}"
-        rendering = phantom.render(row["planned_entities"], config.images.size, rng, text, config.images.bit_depth)
+        rendering = renderer.render(row["planned_entities"], config.images.size, rng, text, config.images.bit_depth, **extra)
         for name in rendering.undrawable:
             undrawable[name] = undrawable.get(name, 0) + 1
         sample_boxes = [_box_row(f.name, f.laterality, f.box) for f in rendering.findings]
@@ -96,7 +114,7 @@ def _render_phantom(config: RunConfig, rows: list[dict], advance: Callable[[int]
         seeds.append(sample_seed(config.run.seed, key, "image", row.get("image_attempt", 0)))
         boxes.append(sample_boxes)
         advance(1)
-    generator = [f"{phantom.NAME}@{phantom.VERSION}"] * len(rows)
+    generator = [f"{renderer.NAME}@{renderer.VERSION}"] * len(rows)
     return ImageBatch(samples, _columns(rows, generator, seeds, boxes), undrawable)
 
 

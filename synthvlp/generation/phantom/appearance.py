@@ -1,88 +1,106 @@
-"""RaSD-style appearance randomisation of a phantom, so a model cannot key on one texture or exposure.
+"""Exposure and display: the projected attenuation becomes a film as a detector and its processing make it.
 
-The tissue densities were already drawn per sample (the intensity mixture, in ``anatomy``). This maps the
-attenuation image to film intensity through a fixed per-patient window (metal saturates, as on a real film),
-then applies the chain of ``synthvlp.rasd.appearance.RandAppearance`` with the same ranges: a smooth
-multiplicative bias field, additive noise, an anisotropic blur, and a random gamma. It is written here in NumPy
-rather than calling ``RandAppearance`` because one image is too small for torch: its per-call overhead and dense
-(size x size) blur matrices were a third of a 256 px render, and torch threads contend on busy cores. Unlike RaSD
-it never min-max normalises: that would let a bright finding dim the whole image, and a pixel's value should
-change only where something is drawn.
+The chain, each step drawn per film from ``Appearance``'s ranges (RaSD-style randomisation, so a model cannot key
+on one exposure, but around what real departments produce):
+
+1. primary transmission ``exp(-k A)``, plus scatter: a smooth veil, the blurred transmission times a
+   scatter-to-primary ratio, which lifts the dense mediastinum and flattens contrast as on film;
+2. quantum noise, larger where fewer photons arrive (sd ~ sqrt of the signal), then the detector's blur;
+3. the log of the signal (back to attenuation units), a large-scale equalisation (dynamic range compression);
+4. a window set from the patient's own attenuation range, a toe and a shoulder (the display curve), a floor.
+
+Everything that looks beyond a pixel (scatter, equalisation, the window) is computed from the anatomy without
+findings (``plain``), so a finding changes the film only where it is drawn plus the detector blur's reach
+(``halo``): its mask stays exact. That is an approximation (a large effusion does scatter) and a deliberate one.
 """
 
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
+from dataclasses import dataclass, fields
 
 import numpy as np
 
-from synthvlp.generation.phantom.shapes import interp_matrix, power, upsample
+from synthvlp.generation.phantom.shapes import BLUR_REACH, blur, blur2d, interp_matrix, upsample
 
-GAMMA = (0.7, 1.4)
-FLOOR = 0.04  # film intensity of air outside the body, kept above 0 so noise is not clipped away
-BIAS_STD = (0.02, 0.12)  # log bias sd, scaled as RaSD does (to sd * the max of size^2 normals)
-NOISE_STD = (0.003, 0.02)  # additive noise sd as a fraction of the image's peak
-FWHM_PER_SIGMA = 2 * math.sqrt(2 * math.log(2))
+COARSE = 8  # scatter and equalisation are computed on a grid this many times coarser
 
 
-def randomise(linear: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
-    """Film intensity in [0, 1] of an attenuation image whose tissue peaks near ``scale`` (dense metal saturates)."""
-    size = linear.shape[0]
-    low, high = 0.05 * rng.random(), scale * (1.1 + 0.15 * rng.random())
-    image = np.clip((linear - low) * ((1.0 - FLOOR) / (high - low)) + FLOOR, FLOOR, 1.0)
-    image *= np.exp(_log_bias(size, rng))
-    image += (_uniform(rng, NOISE_STD) * float(image.max())) * rng.standard_normal(image.shape, dtype=np.float32)
-    blur = (0.0, 0.2 + 0.8 * size / 256)  # up to ~1 px at 256
-    image = _blur(_blur(image, _uniform(rng, blur), 0), _uniform(rng, blur), 1)
-    return power(np.clip(image, 0.0, 1.0, out=image), _uniform(rng, GAMMA))
+@dataclass(frozen=True)
+class Appearance:
+    """Ranges (low, high) each film's exposure and display settings are drawn from uniformly.
 
-
-def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
-    return bounds[0] + (bounds[1] - bounds[0]) * rng.random()
-
-
-def _log_bias(size: int, rng: np.random.Generator) -> np.ndarray:
-    """Smooth log bias field a quarter to half the image wide (FWHM, per axis), as RaSD's ``log_bias``.
-
-    White noise blurred by a Gaussian that wide carries nothing finer than half its sigma, so it is drawn on a
-    grid of that spacing, blurred there and interpolated up (two small matrix products). Its largest magnitude is
-    set to sd times the max of size^2 normals, drawn exactly from its distribution, Phi^-1(U^(1/N)).
+    ``synthvlp render calibrate`` fits them to a folder of real films and writes them as a config fragment.
     """
-    sigmas = [_uniform(rng, (size / 4, size / 2)) / FWHM_PER_SIGMA for _ in range(2)]
-    mats = []
-    for sigma in sigmas:
-        step, pad = sigma / 2, 3 * sigma  # padded by 3 sigma so the border sees a stationary field
-        nodes = math.ceil((size - 1 + 2 * pad) / step) + 1
-        spacing = (size - 1 + 2 * pad) / (nodes - 1)
-        mats.append(interp_matrix(nodes, size, pad / spacing, (size - 1 + pad) / spacing) @ _gaussian(sigma / spacing, nodes))
-    field = upsample(mats[0], rng.standard_normal((mats[0].shape[1], mats[1].shape[1]), dtype=np.float32), mats[1])
-    tail = -math.expm1(math.log(1.0 - rng.random()) / (size * size))  # 1 - U^(1/N), without cancellation
-    target = _uniform(rng, BIAS_STD) * -NormalDist().inv_cdf(tail)
-    return field * np.float32(target / max(float(np.abs(field).max()), 1e-12))
+
+    exposure: tuple[float, float] = (3.88, 7.24)  # k: transmission exp(-k A)
+    scatter: tuple[float, float] = (0.0, 0.96)  # scatter share of the blurred primary transmission
+    scatter_width: tuple[float, float] = (0.1304, 0.2104)  # scatter kernel sd, share of the image
+    noise: tuple[float, float] = (0.0, 0.004)  # quantum noise sd at full transmission
+    blur: tuple[float, float] = (0.68, 0.72)  # detector blur sd in pixels at 256 px (scaled with size)
+    equalise: tuple[float, float] = (0.3, 0.548)  # share of the large-scale attenuation taken out
+    window_low: tuple[float, float] = (-0.1, -0.068)  # window bottom above the air level, attenuation units
+    window_high: tuple[float, float] = (1.252, 1.6)  # window top, times the patient's 90th percentile
+    gamma: tuple[float, float] = (0.4, 1.972)  # display toe (<1 lifts the darks)
+    shoulder: tuple[float, float] = (0.208, 2.208)  # display shoulder (compresses the brights)
+    floor: tuple[float, float] = (0.064, 0.082)  # film value where nothing attenuates
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Appearance:
+        """From ``{name: [low, high]}``; unknown names are an error naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown appearance setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**{k: (float(v[0]), float(v[1])) for k, v in values.items()})
 
 
-def _gaussian(sigma: float, size: int) -> np.ndarray:
-    """(size, size) Gaussian blur matrix with rows renormalised, so the border averages only what is inside."""
-    offsets = np.arange(size, dtype=np.float32)
-    weights = np.exp(-((offsets[:, None] - offsets[None, :]) ** 2) / np.float32(2 * sigma * sigma))
-    return weights / weights.sum(axis=1, keepdims=True)
+def halo(size: int, settings: Appearance = Appearance()) -> int:
+    """Pixels a finding's drawing can reach past its mask: its one-pixel soft edge plus the detector blur's reach."""
+    return 1 + math.ceil(BLUR_REACH * settings.blur[1] * size / 256)
 
 
-def _blur(image: np.ndarray, sigma: float, axis: int) -> np.ndarray:
-    """Gaussian blur of ``sigma`` pixels along ``axis`` as a sum of shifted copies (a few taps at these sigmas),
-    renormalised at the border like RaSD's blur matrices."""
-    radius = math.ceil(3 * sigma)
-    if radius == 0 or sigma < 1e-3:
-        return image
-    taps = np.exp(-np.arange(-radius, radius + 1, dtype=np.float32) ** 2 / np.float32(2 * sigma * sigma))
-    size = image.shape[axis]
-    moved = np.moveaxis(image, axis, 0)
-    out = np.zeros_like(moved)
-    norm = np.zeros(size, dtype=np.float32)
-    for offset, tap in zip(range(-radius, radius + 1), taps, strict=True):
-        lo, hi = max(0, -offset), min(size, size - offset)  # out[i] += tap * in[i + offset]
-        out[lo:hi] += tap * moved[lo + offset : hi + offset]
-        norm[lo:hi] += tap
-    out /= norm[:, None]
-    return np.moveaxis(out, 0, axis)
+def _draw(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    return bounds[0] + (bounds[1] - bounds[0]) * float(rng.random())
+
+
+def _coarse(image: np.ndarray, factor: int) -> np.ndarray:
+    """Block means (the image side need not be a multiple of ``factor``)."""
+    size = image.shape[0]
+    n = -(-size // factor)
+    pad = n * factor - size
+    padded = np.pad(image, ((0, pad), (0, pad)), mode="edge") if pad else image
+    return padded.reshape(n, factor, n, factor).mean(axis=(1, 3))
+
+
+def _upsample(small: np.ndarray, size: int) -> np.ndarray:
+    """A coarse map (block means of ``COARSE`` pixels) interpolated back to ``size`` pixels."""
+    n = small.shape[0]
+    up = interp_matrix(n, size, (0.5 / COARSE) - 0.5, n - 0.5 - 0.5 / COARSE)
+    return upsample(up, small.astype(np.float32), up)
+
+
+def expose(attenuation: np.ndarray, plain: np.ndarray, rng: np.random.Generator, settings: Appearance = Appearance()) -> np.ndarray:
+    """Film in [0, 1] of ``attenuation`` (the whole composite); ``plain`` is the same patient without findings."""
+    size = attenuation.shape[0]
+    draws = {f.name: _draw(rng, getattr(settings, f.name)) for f in fields(settings)}
+    k = draws["exposure"]
+    # what is smooth (scatter, the equalisation trend, the window) is worked out on the coarse grid, from ``plain``
+    transmitted = np.exp(-k * _coarse(plain, COARSE))
+    scatter = draws["scatter"] * blur2d(transmitted, draws["scatter_width"] * size / COARSE)
+    plain_level = -np.log(transmitted + scatter) * (1.0 / k)
+    trend = draws["equalise"] * blur2d(plain_level, 0.08 * size / COARSE)
+    air, top = np.quantile(plain_level - trend, [0.01, 0.9]).tolist()
+    signal = np.exp(-k * attenuation) + np.maximum(_upsample(scatter, size), 0.0)  # linear extrapolation at the border can dip below 0
+    if draws["noise"] > 0:
+        signal += (draws["noise"] * np.sqrt(signal)) * rng.standard_normal(attenuation.shape, dtype=np.float32)
+    sigma = draws["blur"] * size / 256
+    signal = blur(blur(signal, sigma, 0), sigma, 1)
+    level = -np.log(np.maximum(signal, 1e-6)) * (1.0 / k) - _upsample(trend, size)
+    low = air + draws["window_low"]
+    high = low + max(draws["window_high"] * top - low, 0.05)
+    x = np.clip((level - low) * (1.0 / (high - low)), 0.0, 1.25)
+    x = np.exp(draws["gamma"] * np.log(np.maximum(x, 1e-6)))
+    shoulder = draws["shoulder"]
+    x = (1.0 - np.exp(-shoulder * x)) * (1.0 / (1.0 - math.exp(-1.25 * shoulder)))
+    return draws["floor"] + (1.0 - draws["floor"]) * x

@@ -15,8 +15,9 @@ import numpy as np
 
 from synthvlp.generation.phantom.anatomy import SIGN, Body
 from synthvlp.generation.phantom.scene import Finding
+from synthvlp.generation.phantom.skeleton import rib_centre
 from synthvlp.generation.phantom.shapes import (
-    band, distance, ellipse, falloff, fraction, polyline_distance, power, ramp, smooth_noise,
+    band, distance, ellipse, falloff, fraction, paste, polyline_distance, ramp, smooth_noise,
 )  # fmt: skip
 
 LATERAL = frozenset({
@@ -53,16 +54,40 @@ def draw(finding: Finding, body: Body, rng: np.random.Generator) -> Effect:
     drawer = _DRAWERS[finding.kind]
     if finding.kind in ONE_SIDED:
         side = finding.laterality if finding.laterality in ("left", "right") else ONE_SIDED[finding.kind]
-        return drawer(body, side, finding.severity, rng)
+        return _confine(drawer(body, side, finding.severity, rng))
     if finding.kind not in LATERAL:
-        return drawer(body, "", finding.severity, rng)
+        return _confine(drawer(body, "", finding.severity, rng))
     effects = [drawer(body, side, finding.severity, rng) for side in sides_of(finding, rng)]
-    return effects[0] if len(effects) == 1 else _merge(effects)
+    return _confine(effects[0] if len(effects) == 1 else _merge(effects))
+
+
+FIELDS = ("shape", "opacify", "density", "lucency", "no_markings", "rib_gap")
 
 
 def _merge(effects: list[Effect]) -> Effect:
-    fields = ("shape", "opacify", "density", "lucency", "no_markings", "rib_gap")
-    return Effect(**{name: np.maximum(getattr(effects[0], name), getattr(effects[1], name)) for name in fields})
+    return Effect(**{name: np.maximum(getattr(effects[0], name), getattr(effects[1], name)) for name in FIELDS})
+
+
+def _confine(effect: Effect) -> Effect:
+    """``effect`` with everything it does cut to its mask (shape >= 0.5) grown by one pixel (3 x 3).
+
+    A soft edge is one pixel wide, but where two soft maps multiply (a lung field's corner times a fluid level)
+    or a shape thins to a sliver, values under one half trail several pixels past the mask; cutting them keeps
+    the documented halo (``appearance.halo``) true by construction, at the cost of a few faint edge pixels.
+    """
+    mask = np.asarray(effect.shape) >= 0.5
+    near = mask.copy()
+    near[1:] |= mask[:-1]
+    near[:-1] |= mask[1:]
+    grown = near.copy()
+    grown[:, 1:] |= near[:, :-1]
+    grown[:, :-1] |= near[:, 1:]
+    keep = grown.astype(np.float32)
+    for name in FIELDS[1:]:
+        value = getattr(effect, name)
+        if isinstance(value, np.ndarray) or value:
+            setattr(effect, name, (keep * value).astype(np.float32, copy=False))
+    return effect
 
 
 def _lateral_fraction(body: Body, side: str) -> np.ndarray:
@@ -72,23 +97,27 @@ def _lateral_fraction(body: Body, side: str) -> np.ndarray:
 
 
 def _effusion(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
-    """Dependent fluid with a meniscus climbing the lateral wall; the costophrenic angle fills (blunts)."""
+    """Fluid layering in the dependent pleural space: a meniscus climbing the lateral wall, denser with depth
+    (more fluid along the beam), blunting the costophrenic angle and hiding the hemidiaphragm."""
     a, grid = body.anatomy, body.grid
     depth = (0.1, 0.25, 0.45)[severity] + 0.12 * rng.random()
     level = a.base[side] - depth * (a.base[side] - a.apex)
     surface = level - (0.05 + 0.04 * rng.random()) * _lateral_fraction(body, side) ** 2
-    fluid = body.lungs[side] * ramp(grid.y - surface, grid.pixel)
-    return Effect(shape=fluid, opacify=0.95 * fluid, density=0.45 * a.density["organ"] * fluid, no_markings=fluid)
+    region = body.lungs[side] * ramp(grid.y - surface, grid.pixel)
+    layer = region * np.sqrt(np.clip((grid.y - surface) * (1.0 / (0.03 + 0.15 * depth * a.height)), 0.05, 1.0))
+    return Effect(shape=region, opacify=0.95 * layer, density=0.8 * a.density["organ"] * layer, no_markings=layer)
 
 
 def _pneumothorax(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
-    """Air between the chest wall and a collapsed lung: lucent, without markings, edged by a thin pleural line."""
+    """Air between the chest wall and a collapsed lung: a little more lucent than lung and without markings,
+    edged by a thin white visceral pleural line."""
     a = body.anatomy
     shrink = (0.02, 0.045, 0.08)[severity] + 0.025 * rng.random()
     inner = body.lung(side, shrink)
     rim = np.clip(body.lungs[side] - inner, 0.0, 1.0)
-    line = 4.0 * inner * (1.0 - inner) * body.lungs[side]
-    return Effect(shape=rim, lucency=0.22 * a.density["body"] * rim, no_markings=rim, density=0.35 * a.density["body"] * line)
+    line = 4.0 * inner * (1.0 - inner) * np.clip(2.0 * rim, 0.0, 1.0)  # the collapsed lung's edge, beside the rim
+    mu = a.density["body"]
+    return Effect(shape=rim, lucency=(0.06 + 0.03 * severity) * mu * rim, no_markings=rim, density=0.03 * mu * line)
 
 
 def _cardiomegaly(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
@@ -97,37 +126,42 @@ def _cardiomegaly(body: Body, side: str, severity: int, rng: np.random.Generator
 
 
 def _consolidation(body: Body, side: str, severity: int, rng: np.random.Generator, bronchograms: bool = True) -> Effect:
-    """Lobar (bounded by a fissure) or patchy airspace density with air bronchograms branching from the hilum."""
+    """Lobar (bounded by a fissure) or patchy airspace filling with a fluffy edge and uneven density; air
+    bronchograms follow the vascular tree (bronchi run beside the arteries) as dark branching lines."""
     a, grid = body.anatomy, body.grid
     size = grid.shape[0]
     edge = smooth_noise(rng, size, 10) * 0.012
     lung = body.lungs[side]
     height = a.base[side] - a.apex
+    soft = 0.015  # the airspace edge fades over this distance, except along a fissure
     if rng.random() < 0.5:  # lobar
         u = _lateral_fraction(body, side)
         if rng.random() < 0.6:
             region = ramp(grid.y - (a.apex + height * (0.4 + 0.28 * u)) + edge, grid.pixel)
         else:
             region = ramp(a.apex + height * (0.42 - 0.1 * u) - grid.y + edge, grid.pixel)
+        fill = region
     else:  # patchy
         cy, cx = body.lung_point(side, 0.3 + 0.4 * rng.random(), 0.35 + 0.4 * rng.random())
         radius = (0.06, 0.08, 0.11)[severity] * (1.0 + 0.35 * smooth_noise(rng, size, 9))  # ragged edge
-        region = ramp(radius - distance(grid.y - cy, (grid.x - cx) * 1.2), grid.pixel)
+        reach = radius - distance(grid.y - cy, (grid.x - cx) * 1.2)
+        region = ramp(reach, grid.pixel)
+        fill = np.clip(reach * (1.0 / soft), 0.0, 1.0)  # 0 on the outline, so nothing is drawn outside the mask
     region = region * lung
-    opacify = 0.9 * region
+    patchy = np.clip(0.8 + 0.25 * smooth_noise(rng, size, max(8, size // 10)), 0.4, 1.0)
+    fill = fill * lung * patchy
+    opacify = 0.8 * fill
     if bronchograms:
-        hy, hx = a.hilum(side)
-        theta = np.arctan2(grid.y - hy, np.abs(grid.x - hx))
-        tubes = power(0.5 + 0.5 * np.cos(theta * 28.0 + 3.0 * smooth_noise(rng, size, 6)), 40.0)
-        opacify = opacify * (1.0 - 0.5 * tubes)
-    return Effect(shape=region, opacify=opacify, density=0.25 * a.density["organ"] * region, no_markings=region)
+        airways = np.clip(body.markings * (1.0 / 0.005), 0.0, 1.0)
+        opacify = opacify * (1.0 - 0.55 * airways)
+    return Effect(shape=region, opacify=opacify, density=0.3 * a.density["organ"] * fill, no_markings=fill)
 
 
 def _opacity(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
     """A generic patchy density: also what an entity without its own drawing becomes."""
     effect = _consolidation(body, side, severity, rng, bronchograms=False)
-    effect.opacify = 0.65 * effect.shape
-    effect.density = 0.2 * body.anatomy.density["organ"] * effect.shape
+    effect.opacify = 0.6 * effect.opacify
+    effect.density = 0.6 * effect.density
     return effect
 
 
@@ -144,7 +178,8 @@ def _edema(body: Body, side: str, severity: int, rng: np.random.Generator) -> Ef
     period = 0.016 + 0.006 * rng.random()
     lines = band(period * fraction(grid.y / period) - period / 2, max(0.0025, grid.pixel * 0.6), grid.pixel) * basal
     shape = np.maximum(ramp((haze - 0.35) * sigma, grid.pixel), basal)
-    return Effect(shape=shape, opacify=0.6 * haze, density=a.density["organ"] * (0.15 * haze + 0.25 * lines))
+    fluid = np.clip((haze - 0.35) * (1.0 / 0.65), 0.0, 1.0) ** 0.7  # 0 on the mask's outline: drawn only inside it
+    return Effect(shape=shape, opacify=0.7 * fluid, density=a.density["organ"] * (0.2 * fluid + 0.25 * lines))
 
 
 def _atelectasis(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
@@ -156,15 +191,24 @@ def _atelectasis(body: Body, side: str, severity: int, rng: np.random.Generator)
     length = 0.4 * (a.half_width - a.medial[side])
     plate = band(grid.y - cy - slope * (grid.x - cx), thickness, grid.pixel) * ramp(length - np.abs(grid.x - cx), grid.pixel)
     plate = plate * body.lungs[side]
-    return Effect(shape=plate, opacify=0.9 * plate, density=0.25 * a.density["organ"] * plate, no_markings=plate)
+    return Effect(shape=plate, opacify=0.8 * plate, density=0.3 * a.density["organ"] * plate, no_markings=plate)
 
 
 def _round(body: Body, side: str, radius: float, rng: np.random.Generator) -> Effect:
+    """A sphere in the lung: its shadow is its thickness along the beam, so it can sit over a rib and both show.
+    Drawn 2.5x as dense as soft tissue: a conspicuity choice (physics says about 1x), so that a nodule of two
+    pixels at the quickstart's 64 px stays learnable."""
     a, grid = body.anatomy, body.grid
     radius = max(radius, 2.5 * grid.pixel)
     cy, cx = body.lung_point(side, 0.3 + 0.4 * rng.random(), 0.2 + 0.5 * rng.random())
-    disk = ellipse(grid, cy, cx, radius, radius * (0.85 + 0.3 * rng.random()))
-    return Effect(shape=disk, opacify=0.8 * disk, density=0.35 * a.density["organ"] * disk)
+    rx = radius * (0.85 + 0.3 * rng.random())
+    disk = ellipse(grid, cy, cx, radius, rx)
+    window = grid.window(cy - radius, cy + radius, cx - rx, cx + rx)
+    part = grid.crop(window)
+    r2 = ((part.y - cy) / radius) ** 2 + ((part.x - cx) / rx) ** 2
+    thickness = paste(grid.shape, window, (2.0 * radius) * np.sqrt(np.clip(1.0 - r2, 0.0, 1.0)))
+    thickness = np.maximum(thickness, radius * disk)  # at least a visible edge at small sizes
+    return Effect(shape=disk, density=2.5 * a.density["body"] * thickness)
 
 
 def _nodule(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
@@ -180,7 +224,7 @@ def _mass(body: Body, side: str, severity: int, rng: np.random.Generator) -> Eff
 def _emphysema(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
     """Hyperinflated, hyperlucent lungs with sparse markings; the flat low diaphragm is in ``draw_anatomy``."""
     lung = np.maximum(body.lungs["right"], body.lungs["left"])
-    return Effect(shape=lung, lucency=0.12 * body.anatomy.density["body"] * lung, no_markings=0.5 * lung)
+    return Effect(shape=lung, lucency=0.04 * body.anatomy.density["body"] * lung, no_markings=0.5 * lung)
 
 
 def _fracture(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
@@ -189,9 +233,7 @@ def _fracture(body: Body, side: str, severity: int, rng: np.random.Generator) ->
     rib = 3 + int(rng.integers(max(a.ribs - 5, 1)))
     t = 0.55 + 0.3 * rng.random()
     x0 = a.mid + SIGN[side] * t * a.half_width
-    rib_top = a.apex - 0.035
-    span = a.base["left"] + 0.03 - rib_top
-    y0 = rib_top + (0.35 * t**2 - 0.12 * t) * span + span * ((rib + 0.5) / a.ribs) ** (1 / 0.85)
+    y0 = rib_centre(a, rib, t)
     on_rib = (body.rib_index >= rib) & (body.rib_index < rib + 1)
     gap = band(grid.x - x0 - 0.2 * (grid.y - y0), 0.003 + grid.pixel * 0.5, grid.pixel) * on_rib
     site = ellipse(grid, y0, x0, 0.025, 0.025)

@@ -6,7 +6,9 @@ Every shape is a float32 map in [0, 1] whose edge ramps over about one pixel, so
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -16,13 +18,15 @@ Window = tuple[slice, slice]
 
 @dataclass(frozen=True)
 class Grid:
-    """Pixel-centre coordinates in [0, 1] (y down, x right), rotated and shifted with the patient."""
+    """Pixel-centre coordinates of the patient (y down, x right; the image spans [0, 1] at zoom 1), rotated,
+    shifted and magnified (``zoom`` > 1: the patient fills more of the film) with the patient's pose."""
 
     y: np.ndarray
     x: np.ndarray
-    pixel: float  # one pixel in normalised units
+    pixel: float  # one pixel in normalised patient units
     angle: float = 0.0
     shift: tuple[float, float] = (0.0, 0.0)
+    zoom: float = 1.0
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -31,21 +35,28 @@ class Grid:
     def window(self, y0: float, y1: float, x0: float, x1: float, margin: float = 2.0) -> Window:
         """Rows and columns of the pixels whose patient coordinates can fall in [y0, y1] x [x0, x1], plus
         ``margin`` pixels: a small shape is computed there only and is exactly 0 elsewhere."""
-        cos, sin = np.cos(self.angle), np.sin(self.angle)
+        cos, sin = math.cos(self.angle), math.sin(self.angle)  # Python floats: NumPy scalar calls cost 10x here
+        size = self.shape[0]
         rows, cols = [], []
         for py in (y0, y1):
             for px in (x0, x1):
                 dy, dx = py - 0.5 + self.shift[0], px - 0.5 + self.shift[1]
-                rows.append((cos * dy + sin * dx + 0.5) / self.pixel - 0.5)
-                cols.append((-sin * dy + cos * dx + 0.5) / self.pixel - 0.5)
-        size = self.shape[0]
+                rows.append((self.zoom * (cos * dy + sin * dx) + 0.5) * size - 0.5)
+                cols.append((self.zoom * (-sin * dy + cos * dx) + 0.5) * size - 0.5)
         return tuple(
-            slice(int(np.clip(np.floor(min(v) - margin), 0, size)), int(np.clip(np.ceil(max(v) + margin) + 1, 0, size)))
+            slice(min(max(math.floor(min(v) - margin), 0), size), min(max(math.ceil(max(v) + margin) + 1, 0), size))
             for v in (rows, cols)
         )  # type: ignore[return-value]
 
     def crop(self, window: Window) -> Grid:
-        return Grid(self.y[window], self.x[window], self.pixel, self.angle, self.shift)
+        return Grid(self.y[window], self.x[window], self.pixel, self.angle, self.shift, self.zoom)
+
+    def index(self, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fractional (row, column) of patient points (y, x): the inverse of the grid's pose."""
+        cos, sin = np.cos(self.angle), np.sin(self.angle)
+        dy, dx = y - 0.5 + self.shift[0], x - 0.5 + self.shift[1]
+        size = self.shape[0]
+        return (self.zoom * (cos * dy + sin * dx) + 0.5) * size - 0.5, (self.zoom * (-sin * dy + cos * dx) + 0.5) * size - 0.5
 
 
 def paste(shape: tuple[int, int], window: Window, values: np.ndarray) -> np.ndarray:
@@ -55,13 +66,14 @@ def paste(shape: tuple[int, int], window: Window, values: np.ndarray) -> np.ndar
     return out
 
 
-def make_grid(size: int, angle: float = 0.0, shift: tuple[float, float] = (0.0, 0.0)) -> Grid:
-    """Coordinates of a patient rotated by ``angle`` radians about the image centre and shifted by ``shift``."""
-    axis = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
+def make_grid(size: int, angle: float = 0.0, shift: tuple[float, float] = (0.0, 0.0), zoom: float = 1.0) -> Grid:
+    """Coordinates of a patient rotated by ``angle`` radians about the image centre, shifted by ``shift`` and
+    magnified by ``zoom``."""
+    axis = ((np.arange(size, dtype=np.float32) + 0.5) / size - 0.5) / np.float32(zoom)
     cos, sin = np.float32(np.cos(angle)), np.float32(np.sin(angle))
     y = (cos * axis + (0.5 - np.float32(shift[0])))[:, None] - sin * axis[None, :]
     x = (sin * axis + (0.5 - np.float32(shift[1])))[:, None] + cos * axis[None, :]
-    return Grid(y=y, x=x, pixel=1.0 / size, angle=angle, shift=shift)
+    return Grid(y=y, x=x, pixel=1.0 / (size * zoom), angle=angle, shift=shift, zoom=zoom)
 
 
 def ramp(distance: np.ndarray, pixel: float) -> np.ndarray:
@@ -145,13 +157,76 @@ def upsample(rows: np.ndarray, coarse: np.ndarray, cols: np.ndarray) -> np.ndarr
     return np.concatenate([rows[start : start + 16] @ inner for start in range(0, rows.shape[0], 16)])
 
 
+@lru_cache(maxsize=64)
 def interp_matrix(nodes: int, size: int, start: float = 0.0, stop: float | None = None) -> np.ndarray:
     """(size, nodes) linear interpolation at ``size`` even positions from ``start`` to ``stop`` (in node units;
-    by default first to last node)."""
+    by default first to last node). Cached (a few shapes recur in every film) and read-only."""
     position = np.linspace(start, nodes - 1.0 if stop is None else stop, size)
     left = np.clip(np.floor(position).astype(int), 0, nodes - 2)
     frac = (position - left).astype(np.float32)
     matrix = np.zeros((size, nodes), dtype=np.float32)
     matrix[np.arange(size), left] = 1.0 - frac
     matrix[np.arange(size), left + 1] += frac
+    matrix.flags.writeable = False
     return matrix
+
+
+BLUR_REACH = 2.5  # sds a blur kernel reaches (the rest, 1.2% of its weight, is dropped)
+
+
+def blur(image: np.ndarray, sigma: float, axis: int) -> np.ndarray:
+    """Gaussian blur of ``sigma`` pixels along ``axis`` as a sum of shifted copies (a few taps at these sigmas),
+    cut at ``BLUR_REACH`` sds and renormalised at the border so edges are not darkened. Slices along the axis in
+    place (no transposed views, whose strided passes cost 3x)."""
+    radius = math.ceil(BLUR_REACH * sigma)
+    if radius == 0 or sigma < 1e-3:
+        return image
+    taps = np.exp(-np.arange(-radius, radius + 1, dtype=np.float32) ** 2 / np.float32(2 * sigma * sigma))
+    size = image.shape[axis]
+    out = image * taps[radius]
+    norm = np.full(size, taps[radius], dtype=np.float32)
+    index = [slice(None)] * image.ndim
+    for offset in range(1, min(radius, size - 1) + 1):
+        tap = taps[radius + offset]
+        for shift in (offset, -offset):  # out[i] += tap * in[i + shift]
+            lo, hi = max(0, -shift), min(size, size - shift)
+            index[axis] = slice(lo, hi)
+            target = tuple(index)
+            index[axis] = slice(lo + shift, hi + shift)
+            out[target] += tap * image[tuple(index)]
+            norm[lo:hi] += tap
+    shape = [1] * image.ndim
+    shape[axis] = size
+    out *= (1.0 / norm).reshape(shape)
+    return out
+
+
+def blur2d(image: np.ndarray, sigma: float) -> np.ndarray:
+    return blur(blur(image, sigma, 0), sigma, 1)
+
+
+def splat(shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """A map of ``shape`` holding each weight spread bilinearly over the four pixels around its (row, col);
+    points off the map are dropped."""
+    out = np.zeros(shape[0] * shape[1], dtype=np.float32)
+    r0, c0 = np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
+    fr, fc = (rows - r0).astype(np.float32), (cols - c0).astype(np.float32)
+    for dr, dc, w in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc), (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
+        r, c = r0 + dr, c0 + dc
+        keep = (r >= 0) & (r < shape[0]) & (c >= 0) & (c < shape[1])
+        out += np.bincount(r[keep] * shape[1] + c[keep], weights=(weights * w)[keep], minlength=out.size).astype(np.float32)
+    return out.reshape(shape)
+
+
+def tube(offset: np.ndarray, half_width: float, cortex: float = 0.0) -> np.ndarray:
+    """Projected thickness across a cylinder, peak 1 on its axis, 0 at ``half_width`` from it. ``cortex`` in
+    [0, 1) hollows the marrow (inner 80% of the radius), so the margins are denser than the middle as a rib's or a
+    clavicle's cortex is on film."""
+    r2 = np.minimum(offset * offset * (1.0 / half_width**2), 1.0)
+    out = np.sqrt(1.0 - r2)
+    if cortex:
+        out -= (cortex * CORE) * np.sqrt(np.maximum(1.0 - r2 * (1.0 / CORE**2), 0.0))
+    return out
+
+
+CORE = 0.8

@@ -1,0 +1,123 @@
+"""One patient's randomised shape, habitus, view and tissue attenuation: the parameters every map is drawn from.
+
+Drawn from a fixed number of random numbers whatever the findings, so the same sample rendered with and without a
+finding has the same patient, except where the finding changes the anatomy itself (cardiomegaly widens the heart,
+hyperinflation lowers and flattens the diaphragm, volume loss raises one hemidiaphragm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from synthvlp.generation.phantom.scene import Scene
+from synthvlp.generation.phantom.shapes import power
+
+SIDES = ("right", "left")
+SIGN = {"right": -1.0, "left": 1.0}
+CTR_RANGES = {"normal": (0.38, 0.48), "any": (0.38, 0.5), "enlarged": (0.56, 0.68)}
+"""Cardiothoracic ratio per heart state: normal below 0.5, cardiomegaly clearly above it."""
+AP_SHARE = 0.4  # share of portable (AP) films, about ChestX-ray14's
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """One patient's shape (normalised image units), habitus, view and tissue attenuations."""
+
+    mid: float  # midline x
+    apex: float  # lung apex y
+    base: dict[str, float]  # costophrenic angle y per side
+    dome: dict[str, float]  # dome height above the angle per side
+    half_width: float  # widest lateral lung border, from the midline
+    medial: dict[str, float]  # medial lung border, from the midline, per side
+    ctr: float  # cardiothoracic ratio
+    heart_height: float  # vertical heart radius
+    body_margin: float  # chest wall outside the lungs (habitus)
+    ribs: int  # posterior ribs visible above the diaphragm
+    density: dict[str, float]  # attenuation per unit thickness (body, bone, vessel) and a fluid layer's (organ)
+    view: str = "PA"  # "PA" (standing, departmental) or "AP" (portable)
+    depth: float = 0.24  # half the chest's front-to-back thickness
+    lung_share: float = 0.6  # share of that thickness the lungs fill at their deepest
+    neck: float = 0.09  # neck half width
+    shoulder: float = 0.08  # y of the shoulders' top at the chest wall
+    arm: float = 0.06  # upper arm radius
+    arm_gap: float = 0.02  # air between chest wall and arm
+    breast: float = 0.0  # breast radius (0: no breast shadow)
+    scapula: float = 1.0  # medial border of the scapula, in lung half widths from the midline
+    rib_drop: float = 0.35  # how far the posterior ribs sweep down laterally (share of their span)
+    clavicle_rise: float = 0.06  # how far the clavicles rise from the sternum to the shoulder
+    rotation: float = 0.0  # spinous processes off the midline (patient rotated about the vertical axis)
+    trachea: float = 0.016  # trachea half width
+
+    @property
+    def height(self) -> float:
+        return max(self.base.values()) - self.apex
+
+    @property
+    def wall(self) -> float:
+        """Outer chest wall, from the midline."""
+        return self.half_width + self.body_margin
+
+    def hilum(self, side: str) -> tuple[float, float]:
+        return self.apex + 0.42 * self.height, self.mid + SIGN[side] * (self.medial[side] + 0.03)
+
+
+def draw_anatomy(scene: Scene, rng: np.random.Generator) -> Anatomy:
+    """Random anatomy for ``scene``: size, inspiration, habitus, view and tissue attenuation vary per sample."""
+    u = rng.random(32).tolist()  # Python floats: a NumPy float64 scalar would promote every float32 map
+    emphysema = scene.has("emphysema")
+    collapsed = scene.sides("atelectasis")
+    portable = u[20] < AP_SHARE
+    low, high = CTR_RANGES[scene.heart]
+    base_level = 0.7 + 0.1 * u[0] + (0.06 if emphysema else 0.0) - (0.03 if portable else 0.0)
+    dome = 0.045 + 0.045 * u[1] if not emphysema else 0.008 + 0.012 * u[1]
+    right_higher = 0.01 + 0.02 * u[2]
+    base = {"right": base_level - right_higher * 0.5, "left": base_level + right_higher * 0.5}
+    for side in collapsed:  # volume loss: the hemidiaphragm rises
+        base[side] -= 0.03 + 0.03 * u[3]
+    medial = {"right": 0.06 + 0.03 * u[4], "left": 0.07 + 0.03 * u[5]}
+    habitus = u[12]
+    apex = 0.07 + 0.05 * u[7] - (0.02 if emphysema else 0.0)
+    female = u[21] < 0.5
+    mu = 1.9 + 0.4 * u[15]
+    return Anatomy(
+        mid=0.5 + 0.03 * (u[6] - 0.5),
+        apex=apex,
+        base=base,
+        dome={"right": dome, "left": dome * (0.85 + 0.15 * u[8])},
+        half_width=0.32 + 0.07 * u[9] + (0.02 if emphysema else 0.0),
+        medial=medial,
+        ctr=low + (high - low) * u[10],
+        heart_height=0.11 + 0.035 * u[11],
+        body_margin=0.035 + 0.06 * habitus,
+        ribs=9 + int(3 * u[13]) + (1 if emphysema else 0),
+        density={
+            "body": mu,
+            "bone": mu * (2.2 + 0.8 * u[17]),
+            "vessel": mu * (2.0 + 1.0 * u[18]),
+            "organ": mu * (0.1 + 0.03 * u[16]),  # a fluid layer's attenuation, the scale findings draw with
+        },
+        view="AP" if portable else "PA",
+        depth=0.2 + 0.08 * habitus + 0.02 * u[14],
+        lung_share=(0.55 + 0.1 * u[19]) * (1.12 if emphysema else 1.0),
+        neck=0.075 + 0.03 * u[22],
+        shoulder=apex + 0.0 + 0.06 * u[23],
+        arm=0.05 + 0.03 * habitus + 0.01 * u[24],
+        arm_gap=0.01 * u[25] if portable else 0.02 + 0.08 * u[25],
+        breast=(0.09 + 0.08 * u[26]) * (0.6 + 0.8 * habitus) if female else 0.0,
+        scapula=(0.7 + 0.15 * u[27]) if portable else (0.95 + 0.12 * u[27]),
+        rib_drop=0.28 + 0.14 * u[28],
+        clavicle_rise=(0.0 + 0.04 * u[29]) if portable else (0.03 + 0.05 * u[29]),
+        rotation=0.025 * (u[30] - 0.5) * (2.0 if portable else 1.0),
+        trachea=0.016 + 0.008 * u[31],
+    )
+
+
+def lung_width(a: Anatomy, v: np.ndarray | float) -> np.ndarray | float:
+    """Lateral lung border from the midline at fraction ``v`` from apex to costophrenic angle: the narrow apex
+    widening quickly, then slowly, to ``half_width`` at the base. A Python float for a float ``v`` (a NumPy
+    scalar would promote the float32 maps it meets)."""
+    if isinstance(v, np.ndarray):
+        return a.half_width * (0.5 + 0.5 * power(v, 0.5))
+    return a.half_width * (0.5 + 0.5 * float(v) ** 0.5)

@@ -1,0 +1,132 @@
+"""The realism measurement: distances sit at their real-vs-real floor for films of one kind and grow for another,
+the discriminator tells different sets apart and not like ones, and the command writes its table and sheet."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from synthvlp.cli import app
+from synthvlp.errors import UserError
+from synthvlp.generation.realism import Films, Protocol, measure
+from synthvlp.generation.realism.discriminator import discriminator_auc
+from synthvlp.generation.realism.distances import NAMES, contrast, distances
+from synthvlp.store import write_shard
+
+
+def _films(seed: int, n: int, size: int = 32, lung: float = 0.3, noise: float = 0.0) -> np.ndarray:
+    """Chest-like toy films: a bright frame and mediastinum, two darker lung ovals, smooth random texture."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    ovals = sum(((y - 0.45) / 0.3) ** 2 + ((x - cx) / 0.15) ** 2 < 1 for cx in (0.28, 0.72))
+    out = []
+    for _ in range(n):
+        shade = rng.normal(0, 0.03)
+        coarse = rng.normal(0, 0.05, (4, 4))
+        texture = np.kron(coarse, np.ones((size // 4, size // 4)))
+        film = 0.8 + shade + texture - (0.8 - lung) * ovals + noise * rng.standard_normal((size, size))
+        out.append(np.clip(film, 0, 1).astype(np.float32))
+    return np.stack(out)
+
+
+def _set(images: np.ndarray) -> Films:
+    held_out = np.arange(len(images)) % 3 == 0
+    return Films(images, held_out, [str(i) for i in range(len(images))])
+
+
+def test_contrast_reads_mediastinum_over_lungs():
+    films = _films(0, 4, size=64, lung=0.3)
+    assert np.allclose(contrast(films), 0.5, atol=0.1)  # the lung ovals sit 0.5 below the rest, texture aside
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_distance_is_near_its_floor_for_like_films_and_larger_for_unlike_ones(name):
+    a, b = _films(1, 60), _films(2, 60)
+    unlike = _films(3, 60, lung=0.55, noise=0.15)
+    assert distances(a, unlike)[name] > 3 * distances(a, b)[name], (distances(a, unlike), distances(a, b))
+
+
+def test_discriminator_separates_unlike_sets_only():
+    protocol = Protocol(steps=40, batch_size=16, input_size=32, seeds=(0, 1))
+    real = _set(_films(4, 90))
+    like = _set(_films(5, 90))
+    unlike = _set(_films(6, 90, lung=0.5, noise=0.1))
+    assert np.mean(discriminator_auc(real, unlike, protocol)) > 0.9
+    assert np.mean(discriminator_auc(real, like, protocol)) < 0.75
+
+
+def _png(film: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(film * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_realism_command_writes_table_figures_and_sheet(tmp_path):
+    run = tmp_path / "run"
+    write_shard(run / "images" / "shard-000000.tar", [{"__key__": f"s{i:08d}", "png": _png(f)} for i, f in enumerate(_films(7, 40))])
+    real = tmp_path / "real"
+    (real / "images").mkdir(parents=True)
+    rows = ["path,split"]
+    for i, film in enumerate(_films(8, 40)):
+        (real / "images" / f"{i}.png").write_bytes(_png(film))
+        rows.append(f"images/{i}.png,{'test' if i % 3 == 0 else 'train'}")
+    (real / "labels.csv").write_text("\n".join(rows) + "\n")
+    args = ["render", "realism", str(run), "--real", str(real), "--size", "32", "--steps", "5", "--seeds", "2", "--input-size", "16"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    figures = json.loads((run / "realism" / "realism.json").read_text())
+    assert len(figures["auc"]) == 2 and set(figures["distances"]) == set(NAMES)
+    assert "discriminator AUC" in (run / "realism" / "realism.md").read_text()
+    assert Image.open(run / "realism" / "sheet.png").width > 0
+    missing = CliRunner().invoke(app, ["render", "realism", str(run), "--real", str(tmp_path / "nowhere")])
+    assert isinstance(missing.exception, UserError) and "nowhere" in str(missing.exception)
+
+
+def test_measure_refuses_films_of_different_sizes():
+    with pytest.raises(ValueError, match="differ in size"):
+        measure(_set(_films(0, 30, size=32)), _set(_films(0, 30, size=64)))
+
+
+def test_calibration_fits_ranges_and_writes_a_fragment_the_renderer_reads(tmp_path):
+    import yaml
+
+    from synthvlp.config import RunConfig
+    from synthvlp.generation.images import phantom_appearance
+    from synthvlp.generation.phantom.appearance import Appearance
+    from synthvlp.generation.realism.calibrate import calibrate, fragment
+
+    real = _set(_films(9, 40))
+    fit = calibrate(real, films=20, size=32, iterations=6)
+    assert fit.best <= fit.start and set(fit.terms) == set(NAMES)
+    ranges = yaml.safe_load(fragment(fit, "toy films"))["images"]["appearance"]
+    assert Appearance.from_dict(ranges) == fit.appearance
+    config = RunConfig.model_validate({"images": {"appearance": ranges}})
+    assert phantom_appearance(config) == fit.appearance
+
+
+def test_appearance_settings_are_checked():
+    from synthvlp.config import RunConfig
+    from synthvlp.errors import ConfigError
+    from synthvlp.generation.images import phantom_appearance
+
+    with pytest.raises(Exception, match="low 2.0 is above high 1.0"):
+        RunConfig.model_validate({"images": {"appearance": {"noise": [2.0, 1.0]}}})
+    with pytest.raises(ConfigError, match="images.appearance: unknown appearance setting"):
+        phantom_appearance(RunConfig.model_validate({"images": {"appearance": {"sparkle": [0.0, 1.0]}}}))
+
+
+def test_calibrate_command_writes_a_fragment(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    for i, film in enumerate(_films(10, 60)):  # a fixed hash holds out ~30% without a split column
+        (real / f"{i}.png").write_bytes(_png(film))
+    out = tmp_path / "appearance.yaml"
+    result = CliRunner().invoke(app, ["render", "calibrate", "--real", str(real), "--out", str(out), "--films", "20", "--size", "32", "--iterations", "2"])
+    assert result.exit_code == 0, result.output
+    assert "appearance:" in out.read_text() and "objective" in result.output
