@@ -145,6 +145,36 @@ def test_a_full_batch_is_answered_and_counted(local):
     assert stats.full_batches == 1 and stats.full_completions == 4 and stats.completions == 5
 
 
+def test_a_fault_in_the_batchers_bookkeeping_fails_its_batch_and_the_worker_goes_on(local, monkeypatch):
+    """Whatever goes wrong after generation (injected: the statistics raise once) answers that batch's requests
+    with the error instead of silently stopping the worker, which would leave every later request to time out."""
+    real, calls = Batcher._record, []
+
+    def record(self, *args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected bookkeeping fault")
+        return real(self, *args)
+
+    monkeypatch.setattr(Batcher, "_record", record)
+
+    async def scenario():
+        batcher = Batcher(local, max_batch=4, max_wait_s=0.0)
+        await batcher.start()
+        try:
+            first = await asyncio.wait_for(batcher.submit(GenRequest(prompt="a", max_tokens=3)), timeout=30)
+        except RuntimeError as exc:
+            first = exc
+        try:
+            return first, await asyncio.wait_for(batcher.submit(GenRequest(prompt="b", max_tokens=3)), timeout=30)
+        finally:
+            await batcher.stop()
+
+    first, second = asyncio.run(scenario())
+    assert isinstance(first, RuntimeError) and "injected" in str(first)
+    assert second.completion_tokens <= 3
+
+
 def test_each_row_stops_at_its_own_max_tokens_and_deadline(local):
     short, long = local.generate([GenRequest(prompt="The", max_tokens=3), GenRequest(prompt="The", max_tokens=20)])
     assert short.completion_tokens <= 3 and long.completion_tokens <= 20

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from synthvlp.errors import UserError
 from synthvlp.generation.prompts import MalformedAnswer, load_prompts, parse_json, parse_sections
 from synthvlp.generation.writers.base import Draft, ReportWriter, WriteRequest
 from synthvlp.seeding import sample_seed
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -354,17 +357,27 @@ class Batcher:
                 except (asyncio.TimeoutError, asyncio.QueueEmpty):
                     break
             live = [(r, f) for r, f in batch if not f.cancelled() and not r.cancel.is_set()]
-            if not live:
-                continue
-            started = time.perf_counter()
             try:
-                results = await asyncio.to_thread(self.model.generate, [r for r, _ in live], self._halt, self._waiting, self.slice_tokens)
-            except Exception:  # noqa: BLE001 - one bad request must not fail its batch-mates: retry each alone
-                await self._one_by_one(live)
-                continue
-            self._record(len(live), results, time.perf_counter() - started)
-            for (request, future), result in zip(live, results, strict=True):
-                self._deliver(request, future, result)
+                await self._serve(live)
+            except Exception as exc:  # noqa: BLE001 - a fault in the bookkeeping fails this batch, never the worker
+                log.exception("batcher: a batch failed outside generation")
+                for _, future in live:
+                    if not future.done():
+                        future.set_exception(exc)
+
+    async def _serve(self, live: list) -> None:
+        """Generate one batch and answer (or requeue) each request; an engine failure retries them one by one."""
+        if not live:
+            return
+        started = time.perf_counter()
+        try:
+            results = await asyncio.to_thread(self.model.generate, [r for r, _ in live], self._halt, self._waiting, self.slice_tokens)
+        except Exception:  # noqa: BLE001 - one bad request must not fail its batch-mates: retry each alone
+            await self._one_by_one(live)
+            return
+        self._record(len(live), results, time.perf_counter() - started)
+        for (request, future), result in zip(live, results, strict=True):
+            self._deliver(request, future, result)
 
     def _waiting(self) -> bool:
         """Whether requests are queued (read from the generating thread; a stale answer only moves a pause)."""
