@@ -12,15 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synthvlp.generation.phantom.patient import CTR_RANGES, SIDES, SIGN  # one convention for both renderers
 from synthvlp.generation.phantom.scene import Scene
 from synthvlp.generation.phantom.shapes import (
     Grid, band, distance, ellipse, falloff, fraction, make_grid, paste, power, ramp, smooth_noise,
 )  # fmt: skip
-
-SIDES = ("right", "left")
-SIGN = {"right": -1.0, "left": 1.0}
-CTR_RANGES = {"normal": (0.38, 0.48), "any": (0.38, 0.5), "enlarged": (0.56, 0.68)}
-"""Cardiothoracic ratio per heart state: normal below 0.5, cardiomegaly clearly above it."""
 
 
 @dataclass(frozen=True)
