@@ -36,7 +36,7 @@ class Appearance:
     exposure: tuple[float, float] = (5.0, 8.0)  # k: transmission exp(-k A)
     scatter: tuple[float, float] = (0.0, 0.72)  # scatter share of the blurred primary transmission
     scatter_width: tuple[float, float] = (0.1656, 0.25)  # scatter kernel sd, share of the image
-    noise: tuple[float, float] = (0.012, 0.016)  # quantum noise sd at full transmission
+    noise: tuple[float, float] = (0.004, 0.008)  # quantum noise sd at full transmission
     blur: tuple[float, float] = (0.36, 1.04)  # detector blur sd in pixels at 256 px (scaled with size)
     equalise: tuple[float, float] = (0.3, 0.548)  # share of the large-scale attenuation taken out
     window_low: tuple[float, float] = (-0.1, -0.068)  # window bottom above the air level, attenuation units
