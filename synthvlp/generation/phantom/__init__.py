@@ -25,7 +25,7 @@ from synthvlp.generation.phantom.memory import keep_heap
 from synthvlp.generation.phantom.scene import Scene, read_scene
 
 NAME = "phantom"
-VERSION = "2.0.0"
+VERSION = "2.1.0"
 
 
 @dataclass(frozen=True)

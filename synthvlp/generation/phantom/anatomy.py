@@ -87,7 +87,7 @@ def _lung_air(grid: Grid, a: Anatomy, side: str) -> tuple[np.ndarray, np.ndarray
     window, part, distance, sides, floor, v = _lung_distance(grid, a, side, 0.0, below=recess)
     field = ramp(distance, grid.pixel)
     depth = 2.0 * a.depth * a.lung_share * (0.75 + 0.35 * v)
-    inside = np.sqrt(np.clip(distance * (1.0 / 0.035), 0.0, 1.0))
+    inside = np.sqrt(np.clip(distance * (1.0 / 0.07), 0.0, 1.0))
     under = np.clip(1.0 - (part.y - floor) * (1.0 / recess), 0.0, 1.0) ** 2 * np.sqrt(np.clip(sides * (1.0 / 0.06), 0.0, 1.0))
     air = depth * np.maximum(inside, 0.3 * under * (part.y > floor))
     return paste(grid.shape, window, field), paste(grid.shape, window, air)
@@ -157,7 +157,7 @@ def build_body(a: Anatomy, size: int, rng: np.random.Generator) -> Body:
     stomach_rng, bowel_rng = gas_rng.spawn(2)
     stomach = _gastric_bubble(grid, a, stomach_rng) + _bowel_gas(grid, a, bowel_rng)
     fine, coarse = texture_rng.spawn(2)
-    texture = lung * (0.04 * smooth_noise(fine, size, max(8, size // 4)) + 0.04 * smooth_noise(coarse, size, max(6, size // 16)))
+    texture = lung * (0.06 * smooth_noise(fine, size, max(8, size // 4)) + 0.04 * smooth_noise(coarse, size, max(6, size // 16)))
     air_map = mu * (lung_air * (1.0 + texture) + airway + stomach)
 
     tissue = soft_tissue(grid, a)

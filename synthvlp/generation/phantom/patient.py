@@ -95,12 +95,12 @@ def draw_anatomy(scene: Scene, rng: np.random.Generator) -> Anatomy:
         density={
             "body": mu,
             "bone": mu * (2.2 + 0.8 * u[17]),
-            "vessel": mu * (2.0 + 1.0 * u[18]),
+            "vessel": mu * (3.0 + 1.5 * u[18]),
             "organ": mu * (0.1 + 0.03 * u[16]),  # a fluid layer's attenuation, the scale findings draw with
         },
         view="AP" if portable else "PA",
         depth=0.2 + 0.08 * habitus + 0.02 * u[14],
-        lung_share=(0.55 + 0.1 * u[19]) * (1.12 if emphysema else 1.0),
+        lung_share=(0.45 + 0.1 * u[19]) * (1.12 if emphysema else 1.0),
         neck=0.075 + 0.03 * u[22],
         shoulder=apex + 0.0 + 0.06 * u[23],
         arm=0.05 + 0.03 * habitus + 0.01 * u[24],

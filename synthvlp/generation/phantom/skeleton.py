@@ -15,7 +15,7 @@ from synthvlp.generation.phantom.patient import SIDES, SIGN, Anatomy, lung_width
 from synthvlp.generation.phantom.shapes import Grid, fraction, paste, power, ramp, tube
 
 RIB_HALF = 0.22  # half a posterior rib's height, as a share of the rib period
-RIB_THICKNESS = 0.022  # a rib's front-to-back thickness
+RIB_THICKNESS = 0.011  # a rib's front-to-back thickness
 ANTERIOR = 0.2  # anterior ribs' density relative to the posterior ones
 ANTERIOR_SLOPE = 0.7  # how steeply the anterior ribs fall toward the sternum
 
