@@ -275,7 +275,8 @@ def _headings_markdown(heads: list[str], halves: dict[str, dict], mapped: dict[s
     lines.append(f"| **macro-F1** | | **{test['macro']:.3f}** | | {tune['macro']:.3f} | |")
     lines += ["", "Notes:",
               f"- Headings: every IU MeSH major heading (the part before the first '/') tagged on at least "
-              f"{MIN_REPORTS} of all {n_reports} reports, except the 18 headings of the 15 in-sample findings and "
+              f"{MIN_REPORTS} of all {n_reports} reports, except the {len({h for hs in FINDINGS.values() for h in hs})} "
+              f"headings of the {len(FINDINGS)} in-sample findings and "
               f"{', '.join(repr(h) for h in NOT_A_FINDING)} (the curators' mark for a report they did not index). "
               "A report is positive when the heading is among its tags, predicted positive when a present mention's "
               "entity lists the heading in `mesh`; 'normal' is predicted when no ABNORMALITY or DISEASE entity is "
