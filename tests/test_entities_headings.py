@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from synthvlp.entities import EntityExtractor, load_vocabulary
 from synthvlp.entities.corpus import read_corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,16 +24,6 @@ from bench_entities import (  # noqa: E402
 )
 
 IU_TGZ = REPO / ".." / "shared" / "data" / "iu-xray" / "NLMCXR_reports.tgz"
-
-
-@pytest.fixture(scope="module")
-def vocab():
-    return load_vocabulary()
-
-
-@pytest.fixture(scope="module")
-def extractor(vocab):
-    return EntityExtractor(vocab)
 
 
 def headings(vocab, extractor, text: str) -> set[str]:
