@@ -45,7 +45,6 @@ from synthvlp.threads import Kind
 from synthvlp.threads import apply as apply_threads
 
 PER_UNIT_STAGES = ("plan", "reports", "images", "filter")
-GLOBAL_STAGES = ("balance", "pretrain", "evaluate")
 
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "plan": ("run", "plan"),
