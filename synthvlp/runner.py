@@ -6,14 +6,7 @@ settings still check out is skipped, and anything else is redone with the reason
 a process the units ``u`` with ``u % n == i``, so several machines can share a run folder. Global stages
 (balance, pretrain, evaluate) run only in an unsharded invocation.
 
-Run folder layout::
-
-    config.yaml run.json manifest.parquet report.md plots/
-    parts/<stage>/part-000000.parquet      per-unit manifest columns
-    images/shard-000000.tar                rendered samples (WebDataset)
-    dataset/{train,test}-000000.tar        the selected samples, for training and evaluation
-    pretrain/  evaluate/                   model checkpoint and results
-    .state/<stage>/<unit>.json             ledger records
+The run folder's layout is ``synthvlp.runfolder.RunLayout``; the ledger's records are ``.state/<stage>/<unit>.json``.
 """
 
 from __future__ import annotations
@@ -39,6 +32,8 @@ from synthvlp import schema
 from synthvlp.config import NOT_FINGERPRINTED, REAL_TEST, STAGES, SYNTHETIC_TEST, RunConfig
 from synthvlp.errors import UserError
 from synthvlp.executors import execute_units
+from synthvlp.report import write_report
+from synthvlp.runfolder import RunLayout
 from synthvlp.seeding import sample_seed
 from synthvlp.store import Ledger, atomic_open, read_shard, sweep_stale_temp, write_shard, write_text_atomic
 from synthvlp.threads import Kind
@@ -108,6 +103,10 @@ class Runner:
     def ledger(self) -> Ledger:
         return Ledger(self.run_dir)
 
+    @cached_property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.run_dir)
+
     # ---- layout -------------------------------------------------------------------------------------------
     def units(self) -> list[Unit]:
         size, total = self.config.run.shard_size, self.config.run.n_samples
@@ -116,15 +115,6 @@ class Runner:
     def my_units(self) -> list[Unit]:
         index, count = self.shard
         return [u for u in self.units() if u.index % count == index]
-
-    def part(self, stage: str, unit: Unit) -> Path:
-        return self.run_dir / "parts" / stage / f"part-{unit.index:06d}.parquet"
-
-    def signatures(self, unit: Unit) -> Path:
-        return self.run_dir / "parts" / "filter" / f"signatures-{unit.index:06d}.npy"
-
-    def image_shard(self, unit: Unit) -> Path:
-        return self.run_dir / "images" / f"shard-{unit.index:06d}.tar"
 
     def training_shards(self) -> list[Path]:
         """``pretrain.shards`` with glob patterns expanded (other runs' shards, for mixed recipes), else this run's
@@ -144,11 +134,12 @@ class Runner:
         return shards
 
     def dataset_shards(self, split: str) -> list[Path]:
-        selection = self.run_dir / "parts" / "balance" / "selection.parquet"
+        """This run's exported shards of ``split``, as the balance stage's selection names them."""
+        selection = self.layout.selection
         if not selection.exists():
             return []
         names = {s for s in pq.read_table(selection, columns=["shard"]).column("shard").to_pylist() if s and s.startswith(f"{split}-")}
-        return [self.run_dir / "dataset" / name for name in sorted(names)]
+        return [self.layout.dataset_shard(name) for name in sorted(names)]
 
     def fingerprint(self, stage: str) -> str:
         plain = self.config.to_plain()
@@ -174,10 +165,8 @@ class Runner:
                 self._run_global(stage)
         if not sharded and self.primary:
             self.write_manifest()
-            from synthvlp.report import write_report
-
-            write_report(self)
-            self.console.print(f"[green]report: {self.run_dir / 'report.md'}")
+            write_report(self.layout, self.config, self.joined_parts(), self.stale("evaluate"), lambda: self.extractor)
+            self.console.print(f"[green]report: {self.layout.report}")
 
     def work_kind(self, stage: str) -> Kind:
         """How the stage computes, for its thread pools: models ("compute") or many small array ops ("small")."""
@@ -218,10 +207,10 @@ class Runner:
                 return []
             return sorted(spec.path.glob("*.csv*")) if spec.path.is_dir() else [spec.path]
         if stage == "reports":
-            return [self.part("plan", unit)]
+            return [self.layout.part("plan", unit.index)]
         if stage == "images":
-            return [self.part("plan", unit), self.part("reports", unit)]
-        return [self.part("plan", unit), self.part("reports", unit), self.part("images", unit), self.image_shard(unit)]
+            return [self.layout.part("plan", unit.index), self.layout.part("reports", unit.index)]
+        return [*(self.layout.part(s, unit.index) for s in ("plan", "reports", "images")), self.layout.image_shard(unit.index)]
 
     @contextmanager
     def _progress(self, stage: str, total: int) -> Iterator[Callable[[int], None]]:
@@ -291,7 +280,7 @@ class Runner:
     def _plan_unit(self, unit: Unit, advance: Callable[[int], None]) -> list[Path]:
         table = self.run_plan.slice(unit.start, unit.size)
         advance(unit.size)
-        return [self._write_part(table, self.part("plan", unit))]
+        return [self._write_part(table, self.layout.part("plan", unit.index))]
 
     @cached_property
     def report_writer(self):
@@ -305,28 +294,28 @@ class Runner:
         from synthvlp.generation.reports import write_reports
 
         # finished samples of an interrupted attempt at this unit, under these settings only
-        journal = self.run_dir / "parts" / "reports" / f"journal-{unit.index:06d}-{self.fingerprint('reports')}.jsonl"
-        plan = pq.read_table(self.part("plan", unit))
+        journal = self.layout.journal(unit.index, self.fingerprint("reports"))
+        plan = pq.read_table(self.layout.part("plan", unit.index))
         table = write_reports(self.config, plan, self.extractor, advance, journal=journal, writer=self.report_writer)
-        part = self._write_part(table, self.part("reports", unit))
+        part = self._write_part(table, self.layout.part("reports", unit.index))
         Journal(journal).remove()
         return [part]
 
     def _images_unit(self, unit: Unit, advance: Callable[[int], None]) -> list[Path]:
         from synthvlp.generation.images import render_images
 
-        plan, reports = pq.read_table(self.part("plan", unit)), pq.read_table(self.part("reports", unit))
+        plan, reports = pq.read_table(self.layout.part("plan", unit.index)), pq.read_table(self.layout.part("reports", unit.index))
         batch = render_images(self.config, plan, reports, advance)
         attempts, rejections = self._regenerate(batch, plan, reports)
-        shard = self.image_shard(unit)
+        shard = self.layout.image_shard(unit.index)
         write_shard(shard, batch.samples)
         columns = batch.columns.append_column("image_shard", pa.array([shard.name] * batch.columns.num_rows))
         columns = columns.append_column("image_attempts", pa.array(attempts, pa.int32()))
         columns = columns.append_column("image_rejections", pa.array(rejections, pa.string()))
-        undrawable = self.run_dir / "parts" / "images" / f"undrawable-{unit.index:06d}.json"
+        undrawable = self.layout.undrawable(unit.index)
         write_text_atomic(undrawable, json.dumps(batch.undrawable, sort_keys=True))
-        outputs = [shard, undrawable, self._write_part(columns, self.part("images", unit))]
-        warnings = self.run_dir / "parts" / "images" / f"warnings-{unit.index:06d}.json"  # e.g. truncated prompts
+        outputs = [shard, undrawable, self._write_part(columns, self.layout.part("images", unit.index))]
+        warnings = self.layout.image_warnings(unit.index)  # e.g. truncated prompts
         warnings.unlink(missing_ok=True)
         if batch.warnings:
             write_text_atomic(warnings, json.dumps(batch.warnings, sort_keys=True))
@@ -341,7 +330,7 @@ class Runner:
         from synthvlp.filtering.checks import failed_image_checks
         from synthvlp.generation.images import render_images
 
-        cache = self.run_dir / "cache"
+        cache = self.layout.cache
         impressions = reports.column("impression").to_pylist()
         failing = failed_image_checks(self.config, [s["png"] for s in batch.samples], cache, impressions)
         history = [[f"attempt 1: {', '.join(f)}"] if f else [] for f in failing]
@@ -364,17 +353,17 @@ class Runner:
     def _filter_unit(self, unit: Unit, advance: Callable[[int], None]) -> list[Path]:
         from synthvlp.filtering.checks import check_samples
 
-        images = {str(s["__key__"]): s["png"] for s in read_shard(self.image_shard(unit))}
-        ids = pq.read_table(self.part("images", unit), columns=["id"]).column("id").to_pylist()
+        images = {str(s["__key__"]): s["png"] for s in read_shard(self.layout.image_shard(unit.index))}
+        ids = pq.read_table(self.layout.part("images", unit.index), columns=["id"]).column("id").to_pylist()
         missing = [k for k in ids if k not in images]
         if missing:
-            raise UserError(f"{self.image_shard(unit)}: samples {missing[:3]} missing from the shard; delete it and rerun")
-        rows = _append_columns(pq.read_table(self.part("plan", unit)), pq.read_table(self.part("reports", unit)), "reports").to_pylist()
-        table, signatures = check_samples(self.config, rows, images, self.run_dir / "cache", advance)
-        signature_path = self.signatures(unit)
+            raise UserError(f"{self.layout.image_shard(unit.index)}: samples {missing[:3]} missing from the shard; delete it and rerun")
+        rows = _append_columns(pq.read_table(self.layout.part("plan", unit.index)), pq.read_table(self.layout.part("reports", unit.index)), "reports").to_pylist()
+        table, signatures = check_samples(self.config, rows, images, self.layout.cache, advance)
+        signature_path = self.layout.signatures(unit.index)
         with atomic_open(signature_path, "wb") as handle:
             np.save(handle, signatures)
-        return [signature_path, self._write_part(table, self.part("filter", unit))]
+        return [signature_path, self._write_part(table, self.layout.part("filter", unit.index))]
 
     # ---- manifest -----------------------------------------------------------------------------------------
     def stage_complete(self, stage: str) -> bool:
@@ -395,12 +384,12 @@ class Runner:
         """All per-unit columns of the stages that finished every unit, side by side in sample order."""
         if not self.stage_complete("plan"):
             return None
-        table = pa.concat_tables([pq.read_table(self.part("plan", u)) for u in self.units()])
+        table = pa.concat_tables([pq.read_table(self.layout.part("plan", u.index)) for u in self.units()])
         for stage in PER_UNIT_STAGES[1:]:
             if not self.stage_complete(stage):
                 break
-            table = _append_columns(table, pa.concat_tables([pq.read_table(self.part(stage, u)) for u in self.units()]), stage)
-        selection = self.run_dir / "parts" / "balance" / "selection.parquet"
+            table = _append_columns(table, pa.concat_tables([pq.read_table(self.layout.part(stage, u.index)) for u in self.units()]), stage)
+        selection = self.layout.selection
         if selection.exists() and self.ledger.is_recorded("balance", "global"):
             table = _append_columns(table, pq.read_table(selection), "balance")
         return table
@@ -408,7 +397,7 @@ class Runner:
     def write_manifest(self) -> None:
         table = self.joined_parts()
         if table is not None:
-            schema.write_manifest(table, self.run_dir / "manifest.parquet")
+            schema.write_manifest(table, self.layout.manifest)
 
     # ---- global stages ------------------------------------------------------------------------------------
     def _run_global(self, stage: str) -> None:
@@ -427,8 +416,8 @@ class Runner:
         if stage == "balance":
             if not self.stage_complete("filter"):
                 raise UserError("balance needs every unit filtered; run the plan, reports, images and filter stages first")
-            parts = [self.part(s, u) for u in self.units() for s in PER_UNIT_STAGES]
-            return parts + [self.signatures(u) for u in self.units()] + [self.image_shard(u) for u in self.units()]
+            parts = [self.layout.part(s, u.index) for u in self.units() for s in PER_UNIT_STAGES]
+            return parts + [self.layout.signatures(u.index) for u in self.units()] + [self.layout.image_shard(u.index) for u in self.units()]
         if stage == "pretrain":
             settings = self.config.pretrain
             real = [settings.real.csv] if settings.real is not None and settings.recipe != "synthetic" else []
@@ -438,7 +427,7 @@ class Runner:
             if not shards:
                 raise UserError("pretrain needs exported training shards; run the balance stage first")
             return shards + real
-        checkpoint = self.run_dir / "pretrain" / "checkpoint.pt"
+        checkpoint = self.layout.checkpoint
         if not checkpoint.exists():
             raise UserError(f"evaluate needs {checkpoint}; run the pretrain stage first")
         return [checkpoint, *self.dataset_shards("test")]
@@ -447,7 +436,7 @@ class Runner:
         from synthvlp.filtering.selection import select_dataset
 
         joined = self.joined_parts()
-        signatures = np.concatenate([np.load(self.signatures(u)) for u in self.units()])
+        signatures = np.concatenate([np.load(self.layout.signatures(u.index)) for u in self.units()])
         selection, targets = select_dataset(self.config, joined.to_pylist(), signatures)
         chosen = {k for k, s in zip(selection.column("id").to_pylist(), selection.column("selected").to_pylist(), strict=True) if s}
         split_of = dict(zip(joined.column("id").to_pylist(), joined.column("split").to_pylist(), strict=True))
@@ -458,16 +447,16 @@ class Runner:
 
         def flush(split: str) -> None:
             name = f"{split}-{counts[split]:06d}.tar"
-            write_shard(self.run_dir / "dataset" / name, pending[split])
+            write_shard(self.layout.dataset_shard(name), pending[split])
             for sample in pending[split]:
                 shard_of[str(sample["__key__"])] = name
-            written.append(self.run_dir / "dataset" / name)
+            written.append(self.layout.dataset_shard(name))
             counts[split] += 1
             pending[split] = []
 
         with self._progress("balance", len(chosen)) as advance:
             for unit in self.units():
-                for sample in read_shard(self.image_shard(unit)):
+                for sample in read_shard(self.layout.image_shard(unit.index)):
                     key = str(sample["__key__"])
                     if key in chosen:
                         split = split_of[key]
@@ -479,8 +468,7 @@ class Runner:
                 if pending[split]:
                     flush(split)
         table = selection.append_column("shard", pa.array([shard_of.get(k) for k in selection.column("id").to_pylist()], pa.string()))
-        path = self.run_dir / "parts" / "balance" / "selection.parquet"
-        targets_path = self.run_dir / "parts" / "balance" / "targets.json"
+        path, targets_path = self.layout.selection, self.layout.balance_targets
         write_text_atomic(targets_path, json.dumps(targets, indent=1, sort_keys=True))
         return [*written, targets_path, self._write_part(table, path)]
 
@@ -489,7 +477,7 @@ class Runner:
 
         settings = self.config.pretrain
         shards = self.training_shards()
-        out = self.run_dir / "pretrain"
+        out = self.layout.pretrain
         planned = planned_samples(settings, shards, self.config.run.seed)
         steps = planned // settings.batch_size
         if settings.warmup_steps >= steps:
@@ -497,14 +485,14 @@ class Runner:
                                f"never leaves warm-up (it peaks at {steps / max(settings.warmup_steps, 1):.0%} of pretrain.lr); lower pretrain.warmup_steps")
         with self._progress("pretrain", planned) as advance:
             result = train(settings, shards, out, seed=self.config.run.seed, advance=advance, say=self.console.print)
-        metrics = out / "metrics.json"
+        metrics = self.layout.pretrain_metrics
         if self.primary:
             write_text_atomic(metrics, json.dumps(result.__dict__, indent=2))
         self.console.print(
             f"pretrain: {result.steps} steps, final loss {result.final_loss:.4f}, {result.samples_per_second:.1f} samples/s "
-            f"on {result.world_size} process(es); {len(result.skipped_images)} unreadable image(s) skipped -> {out / 'checkpoint.pt'}"
+            f"on {result.world_size} process(es); {len(result.skipped_images)} unreadable image(s) skipped -> {self.layout.checkpoint}"
         )
-        return [out / "checkpoint.pt", out / "log.csv", metrics]
+        return [self.layout.checkpoint, self.layout.pretrain_log, metrics]
 
     def _held_out_real(self, classes: Sequence[str]):
         """The real corpus's held-out pairs (``pretrain.real.holdout_fraction``, whole patients) as a labelled set:
@@ -530,8 +518,8 @@ class Runner:
 
         settings = self.config.evaluate
         classes = settings.classes or self.config.plan.findings
-        out = self.run_dir / "evaluate"
-        checkpoint = self.run_dir / "pretrain" / "checkpoint.pt"
+        out = self.layout.evaluate
+        checkpoint = self.layout.checkpoint
         loaded = LoadedModel(*load_clip_checkpoint(checkpoint))
         floor = LoadedModel(*load_clip_checkpoint(checkpoint, random_init_seed=self.config.run.seed)) if settings.floor else None
         test_shards = self.dataset_shards("test")
@@ -567,8 +555,8 @@ class Runner:
             if spec is not None and spec.linear_probe:
                 self.console.print(f"evaluate {title}: linear probe at {settings.finetune_fractions} of the train split, seeds {settings.finetune_seeds}")
                 written += probe_set(loaded, whole, classes, settings, out / title)
-        write_text_atomic(out / "skipped.json", json.dumps(skipped, indent=1))
-        written.append(out / "skipped.json")
+        write_text_atomic(self.layout.evaluate_skipped, json.dumps(skipped, indent=1))
+        written.append(self.layout.evaluate_skipped)
         return [*written, write_results(out, f"Evaluation of {self.config.run.name}")]
 
 
