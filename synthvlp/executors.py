@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synthvlp.errors import UserError
+from synthvlp.runfolder import Unit
 
 if TYPE_CHECKING:
     from synthvlp.config import RunConfig
-    from synthvlp.runner import Runner, Unit
+    from synthvlp.runner import Runner
 
 Advance = Callable[[int], None]
 
@@ -45,8 +46,6 @@ class _UnitActor:
         self.stage = stage
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        from synthvlp.runner import Unit
-
         done: dict[str, list] = {"index": [], "outputs": [], "error": []}
         for index, start, stop in zip(batch["index"], batch["start"], batch["stop"], strict=True):
             unit = Unit(int(index), int(start), int(stop))

@@ -27,6 +27,24 @@ from synthvlp.store import process_alive, write_text_atomic
 
 
 @dataclass(frozen=True)
+class Unit:
+    """Samples ``start`` to ``stop`` (exclusive): the ``index``-th block of ``run.shard_size``, done and committed
+    as one piece of work by a per-unit stage."""
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def name(self) -> str:
+        return f"unit-{self.index:06d}"
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
 class RunLayout:
     """Every path in a run folder, so the runner, the report, the CLI and the preview cannot disagree on one.
 

@@ -34,7 +34,7 @@ from synthvlp.config import NOT_FINGERPRINTED, STAGES, RunConfig
 from synthvlp.errors import UserError
 from synthvlp.executors import execute_units
 from synthvlp.report import write_report
-from synthvlp.runfolder import RunLayout
+from synthvlp.runfolder import RunLayout, Unit
 from synthvlp.seeding import sample_seed
 from synthvlp.stages import REGISTRY, GlobalStage, UnitStage, append_columns, per_unit_stages
 from synthvlp.store import Ledger, sweep_stale_temp
@@ -64,21 +64,6 @@ class RateColumn(ProgressColumn):
     def render(self, task) -> Text:
         speed = task.finished_speed or task.speed
         return Text(f"{speed:,.1f}/s" if speed else "-/s", style="progress.data.speed")
-
-
-@dataclass(frozen=True)
-class Unit:
-    index: int
-    start: int
-    stop: int
-
-    @property
-    def name(self) -> str:
-        return f"unit-{self.index:06d}"
-
-    @property
-    def size(self) -> int:
-        return self.stop - self.start
 
 
 @dataclass

@@ -22,10 +22,11 @@ import pyarrow.parquet as pq
 
 from synthvlp.config import REAL_TEST, SYNTHETIC_TEST
 from synthvlp.errors import UserError
+from synthvlp.runfolder import Unit
 from synthvlp.store import atomic_open, read_shard, write_shard, write_text_atomic
 
 if TYPE_CHECKING:
-    from synthvlp.runner import Runner, Unit
+    from synthvlp.runner import Runner
 
 Advance = Callable[[int], None]
 
