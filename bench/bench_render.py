@@ -49,7 +49,7 @@ def worker(backend: str, size: int, images: int, threads: int | None, steps: int
         def one(i: int) -> None:
             phantom.render(_entities(PLANS[i % len(PLANS)]), size, np.random.default_rng(i))
     elif backend == "procedural":
-        from synthvlp.generation import procedural
+        import procedural  # bench/procedural.py: the walking skeleton's renderer, kept only as this peer
 
         def one(i: int) -> None:
             procedural.render(_entities(PLANS[i % len(PLANS)]), size, np.random.default_rng(i))

@@ -319,9 +319,10 @@ def render_preview(
 ) -> None:
     """Write a contact sheet of N samples: mask outlines in colour, the IMPRESSION and mask legend below each."""
     from synthvlp.generation.preview import contact_sheet, read_samples
+    from synthvlp.runfolder import RunLayout
     from synthvlp.store import atomic_open
 
-    sheet = contact_sheet(read_samples(run_dir, n), tile=tile, columns=columns)
+    sheet = contact_sheet(read_samples(RunLayout(run_dir), n), tile=tile, columns=columns)
     with atomic_open(out, "wb") as handle:
         sheet.save(handle, format="PNG")
     typer.echo(f"wrote {out}")
@@ -526,9 +527,10 @@ def _evaluate_settings(checkpoint: Path, config: Path | None, prompts: Path | No
     import yaml
 
     from synthvlp.config import EvaluateSection
+    from synthvlp.runfolder import RunLayout
 
-    run_config = checkpoint.parent.parent / "config.yaml"
-    source = config or (run_config if checkpoint.parent.name == "pretrain" and run_config.is_file() else None)
+    run = RunLayout(checkpoint.parent.parent)  # the run folder, if the checkpoint is in one's pretrain/
+    source = config or (run.config if checkpoint.parent == run.pretrain and run.config.is_file() else None)
     settings = load_config(source).evaluate if source is not None else EvaluateSection()
     changes: dict[str, object] = {}
     if prompts is not None:

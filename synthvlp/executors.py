@@ -1,4 +1,5 @@
-"""Executors for the per-unit stages: the same ``Runner._<stage>_unit`` functions, run in-process or on Ray.
+"""Executors for the per-unit stages: the same ``run_unit`` of each stage object (``synthvlp.stages``), run
+in-process or on Ray.
 
 The runner decides which units to do and owns the ledger; an executor only runs each unit's function and hands
 back its outputs, and the runner commits each unit as it arrives. A unit writes its files atomically, so a
@@ -15,10 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synthvlp.errors import UserError
+from synthvlp.runfolder import Unit
 
 if TYPE_CHECKING:
     from synthvlp.config import RunConfig
-    from synthvlp.runner import Runner, Unit
+    from synthvlp.runner import Runner
 
 Advance = Callable[[int], None]
 
@@ -29,7 +31,7 @@ def execute_units(runner: Runner, stage: str, units: Sequence[Unit], advance: Ad
         yield from _ray_units(runner, stage, units, advance)
         return
     for unit in units:
-        yield unit, getattr(runner, f"_{stage}_unit")(unit, advance)
+        yield unit, runner.stages[stage].run_unit(runner, unit, advance)
 
 
 class _UnitActor:
@@ -44,13 +46,11 @@ class _UnitActor:
         self.stage = stage
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        from synthvlp.runner import Unit
-
         done: dict[str, list] = {"index": [], "outputs": [], "error": []}
         for index, start, stop in zip(batch["index"], batch["start"], batch["stop"], strict=True):
             unit = Unit(int(index), int(start), int(stop))
             try:
-                outputs = getattr(self.runner, f"_{self.stage}_unit")(unit, lambda n: None)
+                outputs = self.runner.stages[self.stage].run_unit(self.runner, unit, lambda n: None)
             except UserError as exc:  # Ray would wrap it in a traceback; the driver re-raises it plainly
                 outputs, error = [], str(exc)
             else:

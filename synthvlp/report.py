@@ -8,13 +8,18 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from synthvlp.config import RunConfig
+from synthvlp.runfolder import RunLayout
 from synthvlp.store import atomic_open, write_text_atomic
 
 if TYPE_CHECKING:
-    from synthvlp.runner import Runner
+    import pyarrow as pa
+
+    from synthvlp.entities import EntityExtractor
 
 
 def _save(figure, path: Path) -> None:
@@ -34,41 +39,44 @@ def _plt():
     return plt
 
 
-def write_report(runner: Runner) -> Path:
-    """Write ``report.md`` and ``plots/*.png`` for whatever stages have finished."""
-    run_dir = runner.run_dir
-    plots = run_dir / "plots"
+def write_report(layout: RunLayout, config: RunConfig, table: pa.Table | None, stale_evaluation: str,
+                 extractor: Callable[[], EntityExtractor]) -> Path:
+    """Write ``report.md`` and ``plots/*.png`` for whatever stages have finished.
+
+    ``table`` is the joined per-unit columns (None before the plan finished), ``stale_evaluation`` why the
+    evaluation no longer matches its model ('' when it does), and ``extractor`` builds the entity extractor
+    only if the source corpus must be read (compiling the vocabulary takes seconds)."""
+    plots = layout.plots
     plots.mkdir(exist_ok=True)
-    table = runner.joined_parts()
-    lines = [f"# Run report: {runner.config.run.name}", "", f"Run folder `{run_dir}`; config in `config.yaml`, provenance in `run.json`.", ""]
+    lines = [f"# Run report: {config.run.name}", "",
+             f"Run folder `{layout.root}`; config in `{layout.config.name}`, provenance in `{layout.provenance.name}`.", ""]
     if table is None:
         lines.append("No stage has finished every unit yet.")
     else:
         rows = table.to_pylist()
-        lines += _plan_section(rows, plots / "entities.png", runner)
+        lines += _plan_section(rows, plots / "entities.png", config, extractor, layout.parts("plan"))
         if "findings" in table.column_names:
             lines += _reports_section(rows, plots / "attempts.png")
         if "image_generator" in table.column_names:
-            lines += _images_section(rows, run_dir, runner.config.images.size)
+            lines += _images_section(rows, layout, config.images.size)
         if "accepted" in table.column_names:
             lines += _filter_section(rows)
         if "selected" in table.column_names:
-            lines += _balance_section(rows, plots / "balance.png", run_dir / "parts" / "balance" / "targets.json", runner.config.balance)
-    lines += _pretrain_section(run_dir / "pretrain", plots / "loss.png")
-    lines += _evaluate_section(run_dir / "evaluate", runner.stale("evaluate"))
-    path = run_dir / "report.md"
-    write_text_atomic(path, "\n".join(lines) + "\n")
-    return path
+            lines += _balance_section(rows, plots / "balance.png", layout.balance_targets, config.balance)
+    lines += _pretrain_section(layout, plots / "loss.png")
+    lines += _evaluate_section(layout, stale_evaluation)
+    write_text_atomic(layout.report, "\n".join(lines) + "\n")
+    return layout.report
 
 
-def _plan_section(rows: list[dict], plot: Path, runner: Runner) -> list[str]:
+def _plan_section(rows: list[dict], plot: Path, config: RunConfig, extractor: Callable[[], EntityExtractor], cache_dir: Path) -> list[str]:
     """Planned distribution over the pool items against the source corpus: the caps must make it flatter."""
     from synthvlp.generation.plan_stats import flatness, planned_counts, source_counts
 
     splits = Counter(r["split"] for r in rows)
     normal = sum(1 for r in rows if not any(e["assertion"] == "present" and e["category"] in ("ABNORMALITY", "DISEASE") for e in r["planned_entities"]))
-    planned = planned_counts(runner.config, [r["planned_entities"] for r in rows])
-    source = source_counts(runner.config, lambda: runner.extractor, runner.run_dir / "parts" / "plan")
+    planned = planned_counts(config, [r["planned_entities"] for r in rows])
+    source = source_counts(config, extractor, cache_dir)
     names = sorted(planned, key=lambda n: (-planned[n], n))
     plt = _plt()
     figure, axis = plt.subplots(figsize=(7, 0.5 + 0.22 * len(names)))
@@ -131,16 +139,16 @@ def _reports_section(rows: list[dict], plot: Path) -> list[str]:
     return lines + ["", f"![attempts](plots/{plot.name})", ""]
 
 
-def _images_section(rows: list[dict], run_dir: Path, size: int) -> list[str]:
+def _images_section(rows: list[dict], layout: RunLayout, size: int) -> list[str]:
     undrawable: Counter = Counter()
-    for path in sorted((run_dir / "parts" / "images").glob("undrawable-*.json")):
+    for path in layout.undrawable_files():
         undrawable.update(json.loads(path.read_text()))
     shards = len({r["image_shard"] for r in rows})
     lines = ["## Images", "", f"Renderer: {', '.join(Counter(r['image_generator'] for r in rows))}; {size}x{size} px; {len(rows)} images in {shards} shards."]
     if undrawable:
         lines.append("Findings drawn as a generic opacity (no dedicated drawing): " + ", ".join(f"{k} x{v}" for k, v in sorted(undrawable.items())))
     warnings: Counter = Counter()  # e.g. impressions the diffusion tokenizer truncated
-    for path in sorted((run_dir / "parts" / "images").glob("warnings-*.json")):
+    for path in layout.image_warnings_files():
         warnings.update(json.loads(path.read_text()))
     for message, count in sorted(warnings.items()):
         lines.append(f"Warning: {message} ({count} images).")
@@ -213,8 +221,8 @@ def _balance_section(rows: list[dict], plot: Path, targets_path: Path, settings)
     return lines + ["", f"![balance](plots/{plot.name})", ""]
 
 
-def _pretrain_section(folder: Path, plot: Path) -> list[str]:
-    metrics_path, log_path = folder / "metrics.json", folder / "log.csv"
+def _pretrain_section(layout: RunLayout, plot: Path) -> list[str]:
+    metrics_path, log_path = layout.pretrain_metrics, layout.pretrain_log
     if not metrics_path.exists() or not log_path.exists():
         return []
     metrics = json.loads(metrics_path.read_text())
@@ -240,15 +248,16 @@ def _pretrain_section(folder: Path, plot: Path) -> list[str]:
     ]
 
 
-def _evaluate_section(folder: Path, stale: str) -> list[str]:
+def _evaluate_section(layout: RunLayout, stale: str) -> list[str]:
     from synthvlp.evaluation.harness import benchmark_folders, results_markdown
 
+    folder = layout.evaluate
     if not benchmark_folders(folder):
         return []
     lines = ["## Evaluation", ""]
     if stale:
         lines += [f"**Stale: {stale}** (e.g. a later `synthvlp pretrain` replaced the model); `synthvlp run` redoes it.", ""]
-    skipped = folder / "skipped.json"
+    skipped = layout.evaluate_skipped
     for note in json.loads(skipped.read_text()) if skipped.exists() else []:
         lines.append(f"- skipped {note}")
     return lines + ([""] if lines[-1] else []) + results_markdown(folder, link_prefix="evaluate/")

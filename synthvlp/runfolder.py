@@ -1,5 +1,6 @@
-"""The run folder: its resolved config, provenance, the guard against mixing two configs in one folder, and the
-lock that keeps two ``synthvlp run`` processes from working in one folder at once."""
+"""The run folder: where each of its files lives (``RunLayout``), its resolved config, provenance, the guard against
+mixing two configs in one folder, and the lock that keeps two ``synthvlp run`` processes from working in one
+folder at once."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -22,8 +24,137 @@ from synthvlp.config import RunConfig, dump_yaml, output_differences
 from synthvlp.errors import RunFolderError, UserError
 from synthvlp.store import process_alive, write_text_atomic
 
-CONFIG_FILE = "config.yaml"
-PROVENANCE_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Samples ``start`` to ``stop`` (exclusive): the ``index``-th block of ``run.shard_size``, done and committed
+    as one piece of work by a per-unit stage."""
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def name(self) -> str:
+        return f"unit-{self.index:06d}"
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Every path in a run folder, so the runner, the report, the CLI and the preview cannot disagree on one.
+
+    ``<unit>`` is a unit's index (``run.shard_size`` samples each), written with six digits::
+
+        config.yaml run.json manifest.parquet report.md plots/ cache/ .locks/ .state/ (the ledger's records)
+        parts/<stage>/part-<unit>.parquet      per-unit manifest columns (and, beside them, each stage's extras)
+        images/shard-<unit>.tar                rendered samples (WebDataset)
+        dataset/{train,test}-000000.tar        the selected samples, for training and evaluation
+        pretrain/checkpoint.pt log.csv metrics.json      the model (the pretrain engine names its files)
+        evaluate/<benchmark>/ skipped.json results.md    zero-shot results
+    """
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def provenance(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / ".locks"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.parquet"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def cache(self) -> Path:
+        """What the image checks compute once per image and reuse on a rerun."""
+        return self.root / "cache"
+
+    def parts(self, stage: str) -> Path:
+        return self.root / "parts" / stage
+
+    def part(self, stage: str, unit: int) -> Path:
+        return self.parts(stage) / f"part-{unit:06d}.parquet"
+
+    def journal(self, unit: int, fingerprint: str) -> Path:
+        """Finished reports of an interrupted attempt at a unit, under one reports fingerprint."""
+        return self.parts("reports") / f"journal-{unit:06d}-{fingerprint}.jsonl"
+
+    def undrawable(self, unit: int) -> Path:
+        return self.parts("images") / f"undrawable-{unit:06d}.json"
+
+    def undrawable_files(self) -> list[Path]:
+        return sorted(self.parts("images").glob("undrawable-*.json"))
+
+    def image_warnings(self, unit: int) -> Path:
+        return self.parts("images") / f"warnings-{unit:06d}.json"
+
+    def image_warnings_files(self) -> list[Path]:
+        return sorted(self.parts("images").glob("warnings-*.json"))
+
+    def signatures(self, unit: int) -> Path:
+        return self.parts("filter") / f"signatures-{unit:06d}.npy"
+
+    @property
+    def selection(self) -> Path:
+        return self.parts("balance") / "selection.parquet"
+
+    @property
+    def balance_targets(self) -> Path:
+        return self.parts("balance") / "targets.json"
+
+    def image_shard(self, unit: int) -> Path:
+        return self.root / "images" / f"shard-{unit:06d}.tar"
+
+    def image_shards(self) -> list[Path]:
+        """The image shards present, in sample order."""
+        return sorted((self.root / "images").glob("shard-*.tar"))
+
+    def dataset_shard(self, name: str) -> Path:
+        return self.root / "dataset" / name
+
+    @property
+    def pretrain(self) -> Path:
+        return self.root / "pretrain"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.pretrain / "checkpoint.pt"
+
+    @property
+    def pretrain_log(self) -> Path:
+        return self.pretrain / "log.csv"
+
+    @property
+    def pretrain_metrics(self) -> Path:
+        return self.pretrain / "metrics.json"
+
+    @property
+    def evaluate(self) -> Path:
+        return self.root / "evaluate"
+
+    @property
+    def evaluate_skipped(self) -> Path:
+        return self.evaluate / "skipped.json"
 
 
 def git_revision(source: Path = Path(__file__).resolve().parent.parent) -> str:
@@ -43,9 +174,6 @@ def git_revision(source: Path = Path(__file__).resolve().parent.parent) -> str:
         return "unknown"
 
 
-LOCK_DIR = ".locks"
-
-
 @contextlib.contextmanager
 def run_folder_lock(run_dir: Path, shard: tuple[int, int] = (0, 1)) -> Iterator[None]:
     """Hold the run folder for one ``synthvlp run``; a second one is refused with the holder's PID and host.
@@ -55,7 +183,7 @@ def run_folder_lock(run_dir: Path, shard: tuple[int, int] = (0, 1)) -> Iterator[
     unsharded run meanwhile. Locks are ``flock``s, so the kernel drops them when a holder dies, even by SIGKILL;
     the holder files beside them only say who holds what.
     """
-    folder = Path(run_dir) / LOCK_DIR
+    folder = RunLayout(Path(run_dir)).locks
     index, count = shard
     sharded = shard != (0, 1)
     names = ["run.lock"] + ([f"shard-{index}-of-{count}.lock"] if sharded else [])
@@ -116,6 +244,7 @@ def prepare_run_folder(config: RunConfig, force: bool = False) -> Path:
     settings changed is redone (the ledger compares each stage's config fingerprint).
     """
     run_dir = Path(config.run.out_dir)
+    layout = RunLayout(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -123,7 +252,7 @@ def prepare_run_folder(config: RunConfig, force: bool = False) -> Path:
         probe.unlink()
     except OSError as exc:
         raise RunFolderError(f"{run_dir}: run folder is not writable ({exc.strerror}); set run.out_dir to a writable folder") from None
-    existing = run_dir / CONFIG_FILE
+    existing = layout.config
     if existing.exists():
         try:
             old = yaml.safe_load(existing.read_text())
@@ -143,13 +272,13 @@ def prepare_run_folder(config: RunConfig, force: bool = False) -> Path:
         "python": platform.python_version(),
         "command": sys.argv,
     }
-    write_text_atomic(run_dir / PROVENANCE_FILE, json.dumps(provenance, indent=2))
+    write_text_atomic(layout.provenance, json.dumps(provenance, indent=2))
     return run_dir
 
 
 def open_existing_run(run_dir: Path) -> RunConfig:
     """The config recorded in an existing run folder (for ``synthvlp status``)."""
-    path = Path(run_dir) / CONFIG_FILE
+    path = RunLayout(Path(run_dir)).config
     if not path.exists():
-        raise UserError(f"{run_dir}: not a run folder (no {CONFIG_FILE}); pass the folder given as run.out_dir")
+        raise UserError(f"{run_dir}: not a run folder (no {path.name}); pass the folder given as run.out_dir")
     return RunConfig.model_validate(yaml.safe_load(path.read_text()))

@@ -1,4 +1,5 @@
-"""The staged runner: resuming, sharding, progress and file layout; the stages themselves stay pure.
+"""The staged runner: resuming, sharding, progress and the ledger, as a loop over the stage objects of
+``synthvlp.stages`` (which do the work).
 
 Per-sample stages (plan, reports, images, filter) work in units of ``run.shard_size`` samples. A unit's outputs
 are written atomically and then committed to the ledger; on rerun a committed unit whose outputs, inputs and
@@ -6,14 +7,7 @@ settings still check out is skipped, and anything else is redone with the reason
 a process the units ``u`` with ``u % n == i``, so several machines can share a run folder. Global stages
 (balance, pretrain, evaluate) run only in an unsharded invocation.
 
-Run folder layout::
-
-    config.yaml run.json manifest.parquet report.md plots/
-    parts/<stage>/part-000000.parquet      per-unit manifest columns
-    images/shard-000000.tar                rendered samples (WebDataset)
-    dataset/{train,test}-000000.tar        the selected samples, for training and evaluation
-    pretrain/  evaluate/                   model checkpoint and results
-    .state/<stage>/<unit>.json             ledger records
+The run folder's layout is ``synthvlp.runfolder.RunLayout``; the ledger's records are ``.state/<stage>/<unit>.json``.
 """
 
 from __future__ import annotations
@@ -27,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import ClassVar
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
@@ -36,28 +30,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from synthvlp import schema
-from synthvlp.config import NOT_FINGERPRINTED, REAL_TEST, STAGES, SYNTHETIC_TEST, RunConfig
+from synthvlp.config import NOT_FINGERPRINTED, STAGES, RunConfig
 from synthvlp.errors import UserError
 from synthvlp.executors import execute_units
+from synthvlp.report import write_report
+from synthvlp.runfolder import RunLayout, Unit
 from synthvlp.seeding import sample_seed
-from synthvlp.store import Ledger, atomic_open, read_shard, sweep_stale_temp, write_shard, write_text_atomic
+from synthvlp.stages import REGISTRY, GlobalStage, UnitStage, append_columns, per_unit_stages
+from synthvlp.store import Ledger, sweep_stale_temp
 from synthvlp.threads import Kind
 from synthvlp.threads import apply as apply_threads
 
-PER_UNIT_STAGES = ("plan", "reports", "images", "filter")
-GLOBAL_STAGES = ("balance", "pretrain", "evaluate")
+PER_UNIT_STAGES = per_unit_stages()
 
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "plan": ("run", "plan"),
-    "reports": ("run", "plan", "reports"),
-    "images": ("run", "plan", "reports", "images", "filter"),  # the image checks drive regeneration
-    "filter": ("run", "plan", "reports", "images", "filter"),
-    "balance": ("run", "plan", "reports", "images", "filter", "balance"),
-    "pretrain": ("run", "plan", "reports", "images", "filter", "balance", "pretrain"),
-    "evaluate": ("run", "plan", "reports", "images", "filter", "balance", "pretrain", "evaluate"),
-}
-"""Config sections each stage's output depends on (its own and its upstream stages')."""
-
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {name: stage.sections for name, stage in REGISTRY.items()}
+"""Config sections each stage's output depends on (its own and its upstream stages'), from the stage objects."""
 
 
 def checked_stages(stages: Sequence[str]) -> list[str]:
@@ -79,21 +66,6 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:,.1f}/s" if speed else "-/s", style="progress.data.speed")
 
 
-@dataclass(frozen=True)
-class Unit:
-    index: int
-    start: int
-    stop: int
-
-    @property
-    def name(self) -> str:
-        return f"unit-{self.index:06d}"
-
-    @property
-    def size(self) -> int:
-        return self.stop - self.start
-
-
 @dataclass
 class Runner:
     """Runs the selected stages of one config in its run folder."""
@@ -104,10 +76,16 @@ class Runner:
     shard: tuple[int, int] = (0, 1)
     primary: bool = True
     """False on the other processes of a torchrun pre-training: they train, but write no record, manifest or report."""
+    stages: ClassVar[dict[str, UnitStage | GlobalStage]] = REGISTRY
+    """The stage objects by name; a subclass may swap one (the Ray kill test does)."""
 
     @cached_property
     def ledger(self) -> Ledger:
         return Ledger(self.run_dir)
+
+    @cached_property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.run_dir)
 
     # ---- layout -------------------------------------------------------------------------------------------
     def units(self) -> list[Unit]:
@@ -117,15 +95,6 @@ class Runner:
     def my_units(self) -> list[Unit]:
         index, count = self.shard
         return [u for u in self.units() if u.index % count == index]
-
-    def part(self, stage: str, unit: Unit) -> Path:
-        return self.run_dir / "parts" / stage / f"part-{unit.index:06d}.parquet"
-
-    def signatures(self, unit: Unit) -> Path:
-        return self.run_dir / "parts" / "filter" / f"signatures-{unit.index:06d}.npy"
-
-    def image_shard(self, unit: Unit) -> Path:
-        return self.run_dir / "images" / f"shard-{unit.index:06d}.tar"
 
     def training_shards(self) -> list[Path]:
         """``pretrain.shards`` with glob patterns expanded (other runs' shards, for mixed recipes), else this run's
@@ -145,11 +114,12 @@ class Runner:
         return shards
 
     def dataset_shards(self, split: str) -> list[Path]:
-        selection = self.run_dir / "parts" / "balance" / "selection.parquet"
+        """This run's exported shards of ``split``, as the balance stage's selection names them."""
+        selection = self.layout.selection
         if not selection.exists():
             return []
         names = {s for s in pq.read_table(selection, columns=["shard"]).column("shard").to_pylist() if s and s.startswith(f"{split}-")}
-        return [self.run_dir / "dataset" / name for name in sorted(names)]
+        return [self.layout.dataset_shard(name) for name in sorted(names)]
 
     def fingerprint(self, stage: str) -> str:
         plain = self.config.to_plain()
@@ -175,10 +145,8 @@ class Runner:
                 self._run_global(stage)
         if not sharded and self.primary:
             self.write_manifest()
-            from synthvlp.report import write_report
-
-            write_report(self)
-            self.console.print(f"[green]report: {self.run_dir / 'report.md'}")
+            write_report(self.layout, self.config, self.joined_parts(), self.stale("evaluate"), lambda: self.extractor)
+            self.console.print(f"[green]report: {self.layout.report}")
 
     def work_kind(self, stage: str) -> Kind:
         """How the stage computes, for its thread pools: models ("compute") or many small array ops ("small")."""
@@ -193,7 +161,7 @@ class Runner:
         fingerprint = self.fingerprint(stage)
         todo: list[Unit] = []
         for unit in self.my_units():
-            done, why = self.ledger.check(stage, unit.name, fingerprint, self._inputs(stage, unit))
+            done, why = self.ledger.check(stage, unit.name, fingerprint, self.stages[stage].inputs(self, unit))
             if why:
                 self.console.print(f"[yellow]{stage} {unit.name}: {why}; redoing it")
             if not done:
@@ -203,29 +171,18 @@ class Runner:
             self.console.print(f"{stage}: all {skipped} units already done")
             return
         for unit in todo:
-            missing = [p for p in self._inputs(stage, unit) if not p.exists()]
+            missing = [p for p in self.stages[stage].inputs(self, unit) if not p.exists()]
             if missing:
                 raise UserError(f"{stage} needs {missing[0]} (from an earlier stage); run the earlier stages first")
-        with self._progress(stage, sum(u.size for u in todo)) as advance:
+        with self.progress(stage, sum(u.size for u in todo)) as advance:
             for unit, outputs in execute_units(self, stage, todo, advance):
-                self.ledger.commit(stage, unit.name, fingerprint, self._inputs(stage, unit), outputs)
+                self.ledger.commit(stage, unit.name, fingerprint, self.stages[stage].inputs(self, unit), outputs)
         if skipped:
             self.console.print(f"{stage}: resumed, {skipped} units were already done")
 
-    def _inputs(self, stage: str, unit: Unit) -> list[Path]:
-        if stage == "plan":  # a labelled set's label tables: an edited label file re-plans
-            spec = self.config.plan.labels
-            if spec is None:
-                return []
-            return sorted(spec.path.glob("*.csv*")) if spec.path.is_dir() else [spec.path]
-        if stage == "reports":
-            return [self.part("plan", unit)]
-        if stage == "images":
-            return [self.part("plan", unit), self.part("reports", unit)]
-        return [self.part("plan", unit), self.part("reports", unit), self.part("images", unit), self.image_shard(unit)]
-
     @contextmanager
-    def _progress(self, stage: str, total: int) -> Iterator[Callable[[int], None]]:
+    def progress(self, stage: str, total: int) -> Iterator[Callable[[int], None]]:
+        """A progress bar for ``total`` items; yields the function that advances it."""
         columns = [TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
         with Progress(*columns, console=self.console, transient=False) as progress:
             task = progress.add_task(stage, total=total)
@@ -243,12 +200,7 @@ class Runner:
 
         return EntityExtractor(self.vocabulary)
 
-    # ---- per-unit stages ----------------------------------------------------------------------------------
-    def _write_part(self, table: pa.Table, path: Path) -> Path:
-        with atomic_open(path, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
-        return path
-
+    # ---- built once per process (or Ray actor), shared by the units it runs ------------------------------------
     @cached_property
     def run_plan(self) -> pa.Table:
         """The whole run's plan, computed once per process: frequency caps couple samples, so units slice one
@@ -289,93 +241,12 @@ class Runner:
         films.sort(key=lambda film: sample_seed(self.config.run.seed, film.source, "plan-labels"))  # sets list films sorted by label
         return films[: self.config.run.n_samples]
 
-    def _plan_unit(self, unit: Unit, advance: Callable[[int], None]) -> list[Path]:
-        table = self.run_plan.slice(unit.start, unit.size)
-        advance(unit.size)
-        return [self._write_part(table, self.part("plan", unit))]
-
     @cached_property
     def report_writer(self):
         """One writer per process, so a local model is loaded once, not per unit."""
         from synthvlp.generation.writers import build_writer
 
         return build_writer(self.config)
-
-    def _reports_unit(self, unit: Unit, advance: Callable[[int], None]) -> list[Path]:
-        from synthvlp.generation.journal import Journal
-        from synthvlp.generation.reports import write_reports
-
-        # finished samples of an interrupted attempt at this unit, under these settings only
-        journal = self.run_dir / "parts" / "reports" / f"journal-{unit.index:06d}-{self.fingerprint('reports')}.jsonl"
-        plan = pq.read_table(self.part("plan", unit))
-        table = write_reports(self.config, plan, self.extractor, advance, journal=journal, writer=self.report_writer)
-        part = self._write_part(table, self.part("reports", unit))
-        Journal(journal).remove()
-        return [part]
-
-    def _images_unit(self, unit: Unit, advance: Callable[[int], None]) -> list[Path]:
-        from synthvlp.generation.images import render_images
-
-        plan, reports = pq.read_table(self.part("plan", unit)), pq.read_table(self.part("reports", unit))
-        batch = render_images(self.config, plan, reports, advance)
-        attempts, rejections = self._regenerate(batch, plan, reports)
-        shard = self.image_shard(unit)
-        write_shard(shard, batch.samples)
-        columns = batch.columns.append_column("image_shard", pa.array([shard.name] * batch.columns.num_rows))
-        columns = columns.append_column("image_attempts", pa.array(attempts, pa.int32()))
-        columns = columns.append_column("image_rejections", pa.array(rejections, pa.string()))
-        undrawable = self.run_dir / "parts" / "images" / f"undrawable-{unit.index:06d}.json"
-        write_text_atomic(undrawable, json.dumps(batch.undrawable, sort_keys=True))
-        outputs = [shard, undrawable, self._write_part(columns, self.part("images", unit))]
-        warnings = self.run_dir / "parts" / "images" / f"warnings-{unit.index:06d}.json"  # e.g. truncated prompts
-        warnings.unlink(missing_ok=True)
-        if batch.warnings:
-            write_text_atomic(warnings, json.dumps(batch.warnings, sort_keys=True))
-            outputs.append(warnings)
-        return outputs
-
-    def _regenerate(self, batch, plan: pa.Table, reports: pa.Table) -> tuple[list[int], list[str | None]]:
-        """Re-render images that fail an image check, with a fresh per-sample seed, up to ``filter.regenerate``
-        times; replace them in ``batch`` and return each sample's render count and rejected attempts' reasons.
-
-        A sample that never passes keeps its last render; the filter stage rejects it and the report counts it."""
-        from synthvlp.filtering.checks import failed_image_checks
-        from synthvlp.generation.images import render_images
-
-        cache = self.run_dir / "cache"
-        impressions = reports.column("impression").to_pylist()
-        failing = failed_image_checks(self.config, [s["png"] for s in batch.samples], cache, impressions)
-        history = [[f"attempt 1: {', '.join(f)}"] if f else [] for f in failing]
-        attempts = [1] * len(failing)
-        todo = [i for i, f in enumerate(failing) if f]
-        rows = batch.columns.to_pylist()
-        for attempt in range(1, self.config.filter.regenerate + 1):
-            if not todo:
-                break
-            redo = render_images(self.config, plan.take(todo), reports.take(todo), attempt=attempt)
-            failing = failed_image_checks(self.config, [s["png"] for s in redo.samples], cache, [impressions[i] for i in todo])
-            for position, i in enumerate(todo):
-                batch.samples[i], rows[i], attempts[i] = redo.samples[position], redo.columns.slice(position, 1).to_pylist()[0], attempt + 1
-                if failing[position]:
-                    history[i].append(f"attempt {attempt + 1}: {', '.join(failing[position])}")
-            todo = [i for position, i in enumerate(todo) if failing[position]]
-        batch.columns = pa.Table.from_pylist(rows, schema=batch.columns.schema)
-        return attempts, ["; ".join(h) if h else None for h in history]
-
-    def _filter_unit(self, unit: Unit, advance: Callable[[int], None]) -> list[Path]:
-        from synthvlp.filtering.checks import check_samples
-
-        images = {str(s["__key__"]): s["png"] for s in read_shard(self.image_shard(unit))}
-        ids = pq.read_table(self.part("images", unit), columns=["id"]).column("id").to_pylist()
-        missing = [k for k in ids if k not in images]
-        if missing:
-            raise UserError(f"{self.image_shard(unit)}: samples {missing[:3]} missing from the shard; delete it and rerun")
-        rows = _append_columns(pq.read_table(self.part("plan", unit)), pq.read_table(self.part("reports", unit)), "reports").to_pylist()
-        table, signatures = check_samples(self.config, rows, images, self.run_dir / "cache", advance)
-        signature_path = self.signatures(unit)
-        with atomic_open(signature_path, "wb") as handle:
-            np.save(handle, signatures)
-        return [signature_path, self._write_part(table, self.part("filter", unit))]
 
     # ---- manifest -----------------------------------------------------------------------------------------
     def stage_complete(self, stage: str) -> bool:
@@ -396,191 +267,30 @@ class Runner:
         """All per-unit columns of the stages that finished every unit, side by side in sample order."""
         if not self.stage_complete("plan"):
             return None
-        table = pa.concat_tables([pq.read_table(self.part("plan", u)) for u in self.units()])
+        table = pa.concat_tables([pq.read_table(self.layout.part("plan", u.index)) for u in self.units()])
         for stage in PER_UNIT_STAGES[1:]:
             if not self.stage_complete(stage):
                 break
-            table = _append_columns(table, pa.concat_tables([pq.read_table(self.part(stage, u)) for u in self.units()]), stage)
-        selection = self.run_dir / "parts" / "balance" / "selection.parquet"
+            table = append_columns(table, pa.concat_tables([pq.read_table(self.layout.part(stage, u.index)) for u in self.units()]), stage)
+        selection = self.layout.selection
         if selection.exists() and self.ledger.is_recorded("balance", "global"):
-            table = _append_columns(table, pq.read_table(selection), "balance")
+            table = append_columns(table, pq.read_table(selection), "balance")
         return table
 
     def write_manifest(self) -> None:
         table = self.joined_parts()
         if table is not None:
-            schema.write_manifest(table, self.run_dir / "manifest.parquet")
+            schema.write_manifest(table, self.layout.manifest)
 
     # ---- global stages ------------------------------------------------------------------------------------
     def _run_global(self, stage: str) -> None:
-        inputs = self._global_inputs(stage)
+        inputs = self.stages[stage].inputs(self)
         done, why = self.ledger.check(stage, "global", self.fingerprint(stage), inputs)
         if done:
             self.console.print(f"{stage}: already done")
             return
         if why:
             self.console.print(f"[yellow]{stage}: {why}; redoing it")
-        outputs = getattr(self, f"_{stage}_global")()
+        outputs = self.stages[stage].run_global(self)
         if self.primary:
-            self.ledger.commit(stage, "global", self.fingerprint(stage), self._global_inputs(stage), outputs)
-
-    def _global_inputs(self, stage: str) -> list[Path]:
-        if stage == "balance":
-            if not self.stage_complete("filter"):
-                raise UserError("balance needs every unit filtered; run the plan, reports, images and filter stages first")
-            parts = [self.part(s, u) for u in self.units() for s in PER_UNIT_STAGES]
-            return parts + [self.signatures(u) for u in self.units()] + [self.image_shard(u) for u in self.units()]
-        if stage == "pretrain":
-            settings = self.config.pretrain
-            real = [settings.real.csv] if settings.real is not None and settings.recipe != "synthetic" else []
-            if settings.recipe == "real":
-                return real
-            shards = self.training_shards()
-            if not shards:
-                raise UserError("pretrain needs exported training shards; run the balance stage first")
-            return shards + real
-        checkpoint = self.run_dir / "pretrain" / "checkpoint.pt"
-        if not checkpoint.exists():
-            raise UserError(f"evaluate needs {checkpoint}; run the pretrain stage first")
-        return [checkpoint, *self.dataset_shards("test")]
-
-    def _balance_global(self) -> list[Path]:
-        from synthvlp.filtering.selection import select_dataset
-
-        joined = self.joined_parts()
-        signatures = np.concatenate([np.load(self.signatures(u)) for u in self.units()])
-        selection, targets = select_dataset(self.config, joined.to_pylist(), signatures)
-        chosen = {k for k, s in zip(selection.column("id").to_pylist(), selection.column("selected").to_pylist(), strict=True) if s}
-        split_of = dict(zip(joined.column("id").to_pylist(), joined.column("split").to_pylist(), strict=True))
-        shard_of: dict[str, str] = {}
-        pending: dict[str, list[dict]] = {"train": [], "test": []}
-        written: list[Path] = []
-        counts = {"train": 0, "test": 0}
-
-        def flush(split: str) -> None:
-            name = f"{split}-{counts[split]:06d}.tar"
-            write_shard(self.run_dir / "dataset" / name, pending[split])
-            for sample in pending[split]:
-                shard_of[str(sample["__key__"])] = name
-            written.append(self.run_dir / "dataset" / name)
-            counts[split] += 1
-            pending[split] = []
-
-        with self._progress("balance", len(chosen)) as advance:
-            for unit in self.units():
-                for sample in read_shard(self.image_shard(unit)):
-                    key = str(sample["__key__"])
-                    if key in chosen:
-                        split = split_of[key]
-                        pending[split].append(sample)
-                        advance(1)
-                        if len(pending[split]) == self.config.run.shard_size:
-                            flush(split)
-            for split in ("train", "test"):
-                if pending[split]:
-                    flush(split)
-        table = selection.append_column("shard", pa.array([shard_of.get(k) for k in selection.column("id").to_pylist()], pa.string()))
-        path = self.run_dir / "parts" / "balance" / "selection.parquet"
-        targets_path = self.run_dir / "parts" / "balance" / "targets.json"
-        write_text_atomic(targets_path, json.dumps(targets, indent=1, sort_keys=True))
-        return [*written, targets_path, self._write_part(table, path)]
-
-    def _pretrain_global(self) -> list[Path]:
-        from synthvlp.pretrain.engine import planned_samples, train
-
-        settings = self.config.pretrain
-        shards = self.training_shards()
-        out = self.run_dir / "pretrain"
-        planned = planned_samples(settings, shards, self.config.run.seed)
-        steps = planned // settings.batch_size
-        if settings.warmup_steps >= steps:
-            self.console.print(f"[yellow]pretrain: warmup_steps ({settings.warmup_steps}) is not below the run's {steps} steps, so the learning rate "
-                               f"never leaves warm-up (it peaks at {steps / max(settings.warmup_steps, 1):.0%} of pretrain.lr); lower pretrain.warmup_steps")
-        with self._progress("pretrain", planned) as advance:
-            result = train(settings, shards, out, seed=self.config.run.seed, advance=advance, say=self.console.print)
-        metrics = out / "metrics.json"
-        if self.primary:
-            write_text_atomic(metrics, json.dumps(result.__dict__, indent=2))
-        self.console.print(
-            f"pretrain: {result.steps} steps, final loss {result.final_loss:.4f}, {result.samples_per_second:.1f} samples/s "
-            f"on {result.world_size} process(es); {len(result.skipped_images)} unreadable image(s) skipped -> {out / 'checkpoint.pt'}"
-        )
-        return [out / "checkpoint.pt", out / "log.csv", metrics]
-
-    def _held_out_real(self, classes: Sequence[str]):
-        """The real corpus's held-out pairs (``pretrain.real.holdout_fraction``, whole patients) as a labelled set:
-        labels are the findings the entity extractor reads in each held-out report, as the label-aware targets are."""
-        from synthvlp.evaluation.benchmarks import LabelledSet
-        from synthvlp.pretrain.data import CsvSource
-        from synthvlp.pretrain.labels import FindingLabels
-
-        held = CsvSource(self.config.pretrain.real, self.config.run.seed, held_out=True)
-        reader = FindingLabels()
-        columns = [reader.names.index(c) for c in classes if c in reader.names]
-        kept = [c for c in classes if c in reader.names]
-        labels = np.stack([reader(text).numpy()[columns] for text in held.texts]).astype(np.float32)
-        return LabelledSet("real-heldout", list(held.paths), list(held.keys), kept, labels)
-
-    def _evaluate_global(self) -> list[Path]:
-        """Zero-shot tables on the synthetic test split and every configured benchmark, then ``results.md``."""
-        import shutil
-
-        from synthvlp.evaluation.benchmarks import load_benchmark
-        from synthvlp.evaluation.harness import LoadedModel, evaluate_set, probe_set, write_results
-        from synthvlp.models import load_clip_checkpoint
-
-        settings = self.config.evaluate
-        classes = settings.classes or self.config.plan.findings
-        out = self.run_dir / "evaluate"
-        checkpoint = self.run_dir / "pretrain" / "checkpoint.pt"
-        loaded = LoadedModel(*load_clip_checkpoint(checkpoint))
-        floor = LoadedModel(*load_clip_checkpoint(checkpoint, random_init_seed=self.config.run.seed)) if settings.floor else None
-        test_shards = self.dataset_shards("test")
-        holds_out = self.config.pretrain.real is not None and self.config.pretrain.recipe != "synthetic" and self.config.pretrain.real.holdout_fraction > 0
-        if not test_shards and not settings.benchmarks and not holds_out:
-            raise UserError("evaluate: the run has no test split and evaluate.benchmarks is empty; raise run.test_fraction "
-                            "or list the held-out sets to score (e.g. the test split of the runs a mixed recipe trains on)")
-        own = SYNTHETIC_TEST if self.config.plan.labels is None else REAL_TEST
-        sets = [(own, None)] if test_shards else []  # (title, BenchmarkSpec or None for our own test split)
-        skipped = [] if test_shards else ["the run's own test split: it has none (its training data comes from elsewhere)"]
-        real = self.config.pretrain.real
-        if real is not None and self.config.pretrain.recipe != "synthetic" and real.holdout_fraction > 0:
-            sets.append(("real-heldout", None))
-        for spec in settings.benchmarks:
-            title = spec.folder_name  # a plain name (checked in the config), so results stay inside evaluate/
-            if not spec.path.exists():
-                if not spec.optional:
-                    raise UserError(f"evaluate.benchmarks: {title}: {spec.path} not found")
-                skipped.append(f"{title}: {spec.path} absent")
-                continue
-            sets.append((title, spec))
-        for stale in {p.name for p in out.iterdir() if p.is_dir()} - {title for title, _ in sets} if out.is_dir() else ():
-            shutil.rmtree(out / stale)  # a benchmark dropped from the config leaves no stale table behind
-        written = []
-        for title, spec in sets:
-            if spec is not None:
-                whole = load_benchmark(spec.name, spec.path, **spec.adapter_options())
-            else:
-                whole = self._held_out_real(classes) if title == "real-heldout" else load_benchmark("shards", test_shards, classes=classes)
-            labelled = whole.only_split(spec.split) if spec is not None and spec.split is not None else whole
-            with self._progress(f"evaluate {title}", len(labelled)) as advance:
-                written += evaluate_set(loaded, labelled, classes, settings, out / title, seed=self.config.run.seed, advance=advance, floor=floor)
-            if spec is not None and spec.linear_probe:
-                self.console.print(f"evaluate {title}: linear probe at {settings.finetune_fractions} of the train split, seeds {settings.finetune_seeds}")
-                written += probe_set(loaded, whole, classes, settings, out / title)
-        write_text_atomic(out / "skipped.json", json.dumps(skipped, indent=1))
-        written.append(out / "skipped.json")
-        return [*written, write_results(out, f"Evaluation of {self.config.run.name}")]
-
-
-def _append_columns(table: pa.Table, columns: pa.Table, stage: str) -> pa.Table:
-    """Add a stage's columns; one an earlier stage also wrote is replaced (balance's ``accepted`` counts the
-    near-duplicates it rejects). Every stage keeps the plan's sample order, which is checked, not assumed."""
-    if not columns.column("id").equals(table.column("id")):
-        raise UserError(f"parts/{stage}: sample ids do not line up with the plan; delete parts/{stage} and .state/{stage} and rerun")
-    for name in columns.column_names:
-        if name in table.column_names and name != "id":
-            table = table.set_column(table.column_names.index(name), name, columns.column(name))
-        elif name != "id":
-            table = table.append_column(name, columns.column(name))
-    return table
+            self.ledger.commit(stage, "global", self.fingerprint(stage), self.stages[stage].inputs(self), outputs)

@@ -151,8 +151,3 @@ def write_manifest(table: pa.Table, path: Path) -> None:
     with atomic_open(path, "wb") as handle:
         pq.write_table(table, handle, compression="zstd")
 
-
-def read_manifest(path: Path) -> pa.Table:
-    if not Path(path).exists():
-        raise UserError(f"{path}: manifest not found; run the pipeline first (synthvlp run CONFIG)")
-    return pq.read_table(path)

@@ -152,11 +152,12 @@ def test_run_report_shows_the_stage_warnings(tmp_path):
     import json
 
     from synthvlp.report import _images_section
+    from synthvlp.runfolder import RunLayout
 
     folder = tmp_path / "parts" / "images"
     folder.mkdir(parents=True)
     (folder / "warnings-000000.json").write_text(json.dumps({"impression truncated to the tokenizer's max length": 2}))
     (folder / "warnings-000001.json").write_text(json.dumps({"impression truncated to the tokenizer's max length": 3}))
     rows = [{"image_generator": "diffusers:tiny", "image_shard": "shard-000000.tar"}]
-    text = "\n".join(_images_section(rows, tmp_path, SIZE))
+    text = "\n".join(_images_section(rows, RunLayout(tmp_path), SIZE))
     assert "Warning: impression truncated to the tokenizer's max length (5 images)." in text

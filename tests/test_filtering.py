@@ -252,7 +252,7 @@ def test_rejected_images_are_regenerated_and_never_passing_ones_dropped(write_co
     rows = runner.joined_parts().to_pylist()
     pixels = {}
     for unit in runner.units():
-        for sample in read_shard(runner.image_shard(unit)):
+        for sample in read_shard(runner.layout.image_shard(unit.index)):
             pixels[sample["__key__"]] = np.asarray(Image.open(io.BytesIO(sample["png"])), dtype=np.float32) / 255
     regenerated = [r for r in rows if r["image_attempts"] > 1]
     assert len(regenerated) >= 10, "the strict threshold should have failed many first renders"

@@ -77,5 +77,5 @@ def test_plans_are_independent_of_unit_size_and_sharding(write_config, tmp_path,
     for index in range(shards):
         Runner(cfg, run_dir, console=Console(quiet=True), shard=(index, shards)).run(["plan"])
     runner = Runner(cfg, run_dir, console=Console(quiet=True))
-    parts = [pq.read_table(runner.part("plan", u)) for u in runner.units()]
+    parts = [pq.read_table(runner.layout.part("plan", u.index)) for u in runner.units()]
     assert pa.concat_tables(parts).equals(reference)

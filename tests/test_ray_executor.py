@@ -16,6 +16,7 @@ from rich.console import Console
 from synthvlp.config import load_config
 from synthvlp.runfolder import prepare_run_folder
 from synthvlp.runner import Runner
+from synthvlp.stages import ImagesStage
 
 from conftest import small_config
 
@@ -73,24 +74,29 @@ def test_switching_executor_resumes_instead_of_redoing(local_ray, local_run):
         assert f"{stage}: all 3 units already done" in output
 
 
-class DyingRunner(Runner):
-    """Its images stage SIGKILLs its own worker once mid-unit (unit 1, after the first sample is rendered, before
-    any file is written) and once after a unit's outputs landed but before the driver committed them (unit 2)."""
+class DyingImages(ImagesStage):
+    """An images stage that SIGKILLs its own worker once mid-unit (unit 1, after the first sample is rendered,
+    before any file is written) and once after a unit's outputs landed but before the driver committed them
+    (unit 2)."""
 
-    def _images_unit(self, unit, advance):
-        marker = self.run_dir.parent / f"killed-{unit.index}"
+    def run_unit(self, run, unit, advance):
+        marker = run.run_dir.parent / f"killed-{unit.index}"
         if unit.index == 1 and not marker.exists():
             marker.touch()
 
             def die(n: int) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-            return super()._images_unit(unit, die)
-        outputs = super()._images_unit(unit, advance)
+            return super().run_unit(run, unit, die)
+        outputs = super().run_unit(run, unit, advance)
         if unit.index == 2 and not marker.exists():
             marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
         return outputs
+
+
+class DyingRunner(Runner):
+    stages = {**Runner.stages, "images": DyingImages()}
 
 
 def test_a_killed_ray_worker_loses_nothing(local_ray, local_run, tmp_path):

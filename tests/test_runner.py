@@ -176,3 +176,12 @@ def test_a_shard_pattern_matching_nothing_is_named(write_config, tmp_path):
     runner = make_runner(write_config(pretrain={"shards": [str(tmp_path / "nowhere" / "train-*.tar")]}))
     with pytest.raises(UserError, match="nowhere/train-\\*.tar matches no file"):
         runner.training_shards()
+
+
+def test_the_stage_registry_holds_every_configurable_stage_in_run_order():
+    from synthvlp.config import STAGES
+    from synthvlp.stages import REGISTRY, UnitStage
+
+    assert tuple(REGISTRY) == STAGES
+    assert all(stage.name == name and stage.sections[-1] in (name, "filter") for name, stage in REGISTRY.items())
+    assert [n for n, s in REGISTRY.items() if isinstance(s, UnitStage)] == ["plan", "reports", "images", "filter"]

@@ -300,3 +300,19 @@ def test_batch_mates_keep_their_own_temperature_and_schema(local):
                             GenRequest(prompt="x", max_tokens=16, fields=("a",)), GenRequest(prompt="y", max_tokens=16, fields=("findings", "impression"))])
     assert mixed[1].text == alone.text, "the greedy request was not sampled at its batch-mate's temperature"
     assert set(json.loads(mixed[2].text)) == {"a"} and set(json.loads(mixed[3].text)) == {"findings", "impression"}
+
+
+def test_each_sampled_request_keeps_its_own_seed_in_a_batch(local):
+    """Two sampled requests with different seeds batched together give what each gives alone (each row draws from
+    its own generator), and the global torch RNG is left alone."""
+    import torch
+
+    def request(seed: int, prompt: str) -> GenRequest:
+        return GenRequest(prompt=prompt, max_tokens=12, temperature=1.0, seed=seed)
+
+    alone = [local.generate([request(seed, prompt)])[0].text for seed, prompt in ((1, "The"), (2, "The heart"))]
+    assert alone[0] != local.generate([request(2, "The")])[0].text, "different seeds sample different texts"
+    state = torch.get_rng_state()
+    together = [r.text for r in local.generate([request(1, "The"), request(2, "The heart")])]
+    assert together == alone
+    assert torch.equal(torch.get_rng_state(), state), "generation did not touch the global RNG"

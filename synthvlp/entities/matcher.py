@@ -33,10 +33,6 @@ class PhraseMatcher(Generic[T]):
         first = "".join(sorted({re.escape(p[0]) for p in self._payload}))
         self.pattern = re.compile(f"(?=[{first}])(?<!\\w)" + _node_regex(trie) + r"(?!\w)")
 
-    def lookup(self, phrase: str) -> T | None:
-        """The payload of an exact normalised phrase, or None."""
-        return self._payload.get(phrase)
-
     def find(self, lowered: str) -> list[tuple[int, int, T]]:
         """(start, end, payload) of each match; `lowered` must be the lowercased text, same length as the original."""
         payload, out = self._payload, []

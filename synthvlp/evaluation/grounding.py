@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synthvlp.bootstrap import percentile_bootstrap
 from synthvlp.config import POSITIVE_PROMPTS
 from synthvlp.errors import UserError
 from synthvlp.evaluation.benchmarks.base import LabelledSet, Region
@@ -288,11 +289,10 @@ def summarise(rows: list[dict], skipped: dict[str, int], bootstrap: int, seed: i
         values = np.array([[row[m] for m in METRICS] for row in members], dtype=np.float64).reshape(len(members), len(METRICS))
         with warnings.catch_warnings():  # an all-NaN column (CNR of whole-image masks) is reported as NaN, on purpose
             warnings.simplefilter("ignore", RuntimeWarning)
-            means = np.nanmean(values, axis=0) if len(members) else np.full(len(METRICS), np.nan)
-            draws = [np.nanmean(values[rng.integers(0, len(members), len(members))], axis=0) for _ in range(bootstrap)] if len(members) else []
-            low, high = np.nanpercentile(np.array(draws), [2.5, 97.5], axis=0) if draws else (np.full(len(METRICS), np.nan),) * 2
+            interval = percentile_bootstrap(lambda picked, values=values: np.nanmean(values[picked], axis=0), len(members), bootstrap, rng)
         for i, metric in enumerate(METRICS):
-            entry[metric], entry[f"{metric}_ci_low"], entry[f"{metric}_ci_high"] = float(means[i]), float(low[i]), float(high[i])
+            entry[metric], entry[f"{metric}_ci_low"], entry[f"{metric}_ci_high"] = (float(interval.estimate[i]), float(interval.low[i]),
+                                                                                  float(interval.high[i]))
         summary.append(entry)
     return summary
 

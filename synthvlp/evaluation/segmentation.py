@@ -4,7 +4,7 @@ An open_clip ViT gives token grids of one resolution, so its decoder is UNETR's 
 layers' patch tokens are upsampled to 1/2, 1/4, ... of the image and joined on the way up, and the image itself
 feeds the full-resolution skip. A ModifiedResNet gives a pyramid (1/4 to 1/32), decoded by MONAI's U-Net decoder.
 Scores are the foreground Dice per test image (``synthvlp.rasd.downstream.dice_per_image``) with a percentile
-bootstrap CI over test images.
+bootstrap CI over test images (``synthvlp.bootstrap``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrPrUpBlock,
 from monai.networks.nets.flexible_unet import UNetDecoder
 from torch import nn
 
+from synthvlp.bootstrap import percentile_bootstrap
 from synthvlp.checkpoints import load_checkpoint
 from synthvlp.errors import UserError
 from synthvlp.models import IMAGE_ENCODER_FORMAT, build_clip, load_clip_checkpoint, load_image_encoder
@@ -128,16 +129,6 @@ def input_size(visual: nn.Module) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
-def bootstrap_ci(values: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
-    """Percentile 95% interval of the mean of ``values`` over images resampled with a fixed seed."""
-    if len(values) == 0 or resamples < 1:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
-
-
 def train_segmentation(net: nn.Module, visual: nn.Module, train: SegmentationSet, *, epochs: int, batch_size: int = 8,
                        lr: float = 1e-3, encoder_lr: float = 1e-4, seed: int = 0) -> list[float]:
     """Cross-entropy training of ``net`` in place; returns the mean loss of each epoch.
@@ -213,7 +204,8 @@ def finetune_segmentation(source: EncoderSource | Path, train: SegmentationSet, 
                 losses = train_segmentation(net, visual, subset, epochs=epochs, batch_size=batch_size, lr=lr,
                                             encoder_lr=encoder_lr, seed=seed)
                 dice = dice_scores(net, visual, test)
-                low, high = bootstrap_ci(dice, bootstrap, seed)
+                interval = percentile_bootstrap(lambda images, dice=dice: dice[images].mean(), len(dice), bootstrap, np.random.default_rng(seed))
+                low, high = float(interval.low), float(interval.high)
                 rows.append({"fraction": fraction, "seed": seed, "init": init, "n_train": count, "dice_mean": float(dice.mean()),
                              "dice_ci_low": low, "dice_ci_high": high, "final_loss": losses[-1] if losses else float("nan")})
                 if say is not None:

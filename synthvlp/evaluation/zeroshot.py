@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synthvlp.bootstrap import Statistic, percentile_bootstrap
 from synthvlp.config import NEGATIVE_PROMPTS, POSITIVE_PROMPTS
 
 METRICS = ("auc", "f1_best", "acc_best", "mcc_best", "f1_05", "acc_05", "mcc_05")
@@ -130,7 +131,8 @@ def _metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]
 
 
 def score_classes(probabilities: np.ndarray, labels: np.ndarray, classes: Sequence[str], bootstrap: int, seed: int) -> list[ClassResult]:
-    """Per-class metrics and bootstrap CIs; ``labels`` holds 1/0/NaN (bool arrays are accepted too)."""
+    """Per-class metrics and bootstrap CIs; ``labels`` holds 1/0/NaN (bool arrays are accepted too). The classes
+    share one random stream, so a class's interval depends on the classes before it (kept for stable numbers)."""
     labels = np.asarray(labels, dtype=np.float64)
     rng = np.random.default_rng(seed)
     results = []
@@ -138,24 +140,28 @@ def score_classes(probabilities: np.ndarray, labels: np.ndarray, classes: Sequen
         known = ~np.isnan(labels[:, column])
         y, p = labels[known, column] == 1, probabilities[known, column]
         result = ClassResult(name, int(y.sum()), int((~y).sum()))
+        results.append(result)
         if result.positives == 0 or result.negatives == 0:
             result.note = "needs positive and negative images"
-            results.append(result)
             continue
-        threshold = best_f1_threshold(y, p)
-        for metric, value in _metrics(y, p, threshold).items():
-            setattr(result, metric, value)
-        result.threshold_best = threshold
-        samples = []
-        for _ in range(bootstrap):
-            pick = rng.integers(0, len(y), len(y))
-            if y[pick].any() and not y[pick].all():
-                samples.append(_metrics(y[pick], p[pick], threshold))
-        for metric in METRICS:
-            values = [s[metric] for s in samples]
-            result.ci[metric] = tuple(float(v) for v in np.percentile(values, [2.5, 97.5])) if values else (float("nan"), float("nan"))
-        results.append(result)
+        result.threshold_best = best_f1_threshold(y, p)
+        interval = percentile_bootstrap(_class_metrics(y, p, result.threshold_best), len(y), bootstrap, rng)
+        for i, metric in enumerate(METRICS):
+            setattr(result, metric, float(interval.estimate[i]))
+            result.ci[metric] = (float(interval.low[i]), float(interval.high[i]))
     return results
+
+
+def _class_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> Statistic:
+    """The METRICS of a resample of one class's images at a fixed threshold; None for a draw of one class only."""
+
+    def statistic(rows: np.ndarray) -> list[float] | None:
+        if not y[rows].any() or y[rows].all():
+            return None
+        values = _metrics(y[rows], p[rows], threshold)
+        return [values[metric] for metric in METRICS]
+
+    return statistic
 
 
 def mean_auc_interval(probabilities: np.ndarray, labels: np.ndarray, classes: Sequence[str], min_positives: int,
@@ -180,11 +186,9 @@ def mean_auc_interval(probabilities: np.ndarray, labels: np.ndarray, classes: Se
                 aucs.append(_auc(y, p))
         return float(np.mean(aucs)) if aucs else float("nan")
 
-    rng = np.random.default_rng(seed)
-    draws = [mean(rng.integers(0, len(labels), len(labels))) for _ in range(bootstrap)]
-    draws = [d for d in draws if d == d]
-    interval = [float(v) for v in np.percentile(draws, [2.5, 97.5])] if draws else [float("nan"), float("nan")]
-    return {"mean_auc": mean(np.arange(len(labels))), "mean_auc_ci": interval, "classes_in_mean": [classes[c] for c in counted]}
+    interval = percentile_bootstrap(mean, len(labels), bootstrap, np.random.default_rng(seed))
+    return {"mean_auc": float(interval.estimate), "mean_auc_ci": [float(interval.low), float(interval.high)],
+            "classes_in_mean": [classes[c] for c in counted]}
 
 
 def plot_roc(probabilities: np.ndarray, labels: np.ndarray, classes: Sequence[str], path: Path, title: str = "Zero-shot ROC") -> None:

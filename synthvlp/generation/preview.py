@@ -10,12 +10,12 @@ import io
 import json
 import textwrap
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from synthvlp.errors import UserError
+from synthvlp.runfolder import RunLayout
 from synthvlp.store import read_shard
 
 COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -24,11 +24,11 @@ COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 13
 """One colour per mask bit, distinct on a grey film."""
 
 
-def read_samples(run_dir: Path, count: int) -> list[dict]:
+def read_samples(run: RunLayout, count: int) -> list[dict]:
     """The first ``count`` samples of a run's image shards, in sample order."""
-    shards = sorted((Path(run_dir) / "images").glob("shard-*.tar"))
+    shards = run.image_shards()
     if not shards:
-        raise UserError(f"{run_dir}/images: no image shards; run the images stage first (synthvlp run CONFIG --stages plan,reports,images)")
+        raise UserError(f"{run.root}/images: no image shards; run the images stage first (synthvlp run CONFIG --stages plan,reports,images)")
     samples: list[dict] = []
     for shard in shards:
         for sample in read_shard(shard):

@@ -35,13 +35,6 @@ def read_csv(path: Path, required: Sequence[str], **options: object) -> pd.DataF
     return read_csv_table(path, "label file", required, dtype=str, keep_default_na=False, **options)
 
 
-def require_columns(frame: pd.DataFrame, path: Path, required: Sequence[str]) -> None:
-    """A UserError naming ``path`` when ``frame`` lacks one of ``required`` (for files read by position)."""
-    absent = [c for c in required if c not in frame.columns]
-    if absent:
-        raise UserError(f"{path}: missing column(s) {absent}; expected columns {list(required)}")
-
-
 def harmonise_all(raw: Iterable[str], benchmark: str) -> list[str]:
     """Harmonised names of ``raw`` in first-seen order, duplicates merged (two raw names may share a target)."""
     return list(dict.fromkeys(harmonise(r, benchmark) for r in raw))

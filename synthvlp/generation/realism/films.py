@@ -18,6 +18,7 @@ import pandas as pd
 from PIL import Image
 
 from synthvlp.errors import UserError
+from synthvlp.runfolder import RunLayout
 from synthvlp.store import read_shard
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -55,10 +56,9 @@ def shard_paths(source: Path) -> list[Path]:
     source = Path(source)
     if source.is_file() and source.suffix == ".tar":
         return [source]
-    for folder in (source / "images", source):
-        shards = sorted(folder.glob("shard-*.tar")) if folder.is_dir() else []
-        if shards:
-            return shards
+    shards = RunLayout(source).image_shards() or (sorted(source.glob("shard-*.tar")) if source.is_dir() else [])
+    if shards:
+        return shards
     raise UserError(f"{source}: no image shards (expected a run folder with images/shard-*.tar, a folder of "
                     "shard-*.tar files or one .tar file); run the images stage first")
 

@@ -154,7 +154,7 @@ class LocalModel:
             return []
         if all(r.cancel.is_set() for r in requests):
             return [("", 0, "cancelled") for _ in requests]
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         torch = self._torch
         pad = self.tokenizer.pad_token_id
@@ -164,7 +164,8 @@ class LocalModel:
         attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
         remaining = [r.max_tokens - len(r.generated) for r in requests]
         temperature = requests[0].temperature
-        torch.manual_seed(requests[0].seed + len(requests[0].generated))
+        # a sampled row draws from its own generator, seeded as when it started this slice (see RowSampler)
+        sampler = [RowSampler([r.seed + len(r.generated) for r in requests], temperature, self.device)] if temperature > 0 else []
         stops = RowStops(width, remaining, [r.deadline for r in requests], [r.cancel for r in requests], getattr(self, "_halt", None), pause)
         with torch.inference_mode():
             out = self.model.generate(
@@ -172,11 +173,11 @@ class LocalModel:
                 attention_mask=attention,
                 max_new_tokens=max(remaining),
                 min_new_tokens=min_new_tokens,
-                do_sample=temperature > 0,
-                temperature=temperature if temperature > 0 else None,
+                do_sample=False,  # RowSampler draws sampled rows; greedy then keeps its draw
                 top_p=None,
                 top_k=None,
                 pad_token_id=pad,
+                logits_processor=LogitsProcessorList(sampler),
                 stopping_criteria=StoppingCriteriaList([stops]),
             )
         results: list[tuple[str, int, str] | None] = []
@@ -257,6 +258,29 @@ class RowStops:
         done = [d or cancel.is_set() for d, cancel in zip(done, self.cancels, strict=True)]
         self.ended_at = [end if end is not None else produced if finished else None for end, finished in zip(self.ended_at, done, strict=True)]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class RowSampler:
+    """A logits processor that draws each row's next token from that row's own ``torch.Generator`` at
+    ``temperature``, then leaves only the drawn token finite so greedy decoding keeps it.
+
+    HF sampling draws from the global torch RNG, so a batch could follow one seed only and every other row's
+    sample depended on its batch-mates (and seeding touched global state). Like MONAI's per-instance RNG, each
+    request owns its generator: a request's text depends on its seed and prompt, not on what it was batched with."""
+
+    def __init__(self, seeds: list[int], temperature: float, device: str) -> None:
+        import torch
+
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+        self.temperature = temperature
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        drawn = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators, strict=True)])
+        kept = torch.full_like(scores, float("-inf"))
+        return kept.scatter_(1, drawn[:, None], 0.0)
 
 
 def _json_head(done: dict[str, str], name: str) -> str:
