@@ -253,7 +253,7 @@ CASES: dict[str, Case] = {
             "reports-ceiling", "openai client through the reports stage vs the built-in server's own ceiling (tiny random Llama)",
             ("client",), "reports/s", "client / server ceiling", lambda r: r["client"]["value"] / r["client"]["ceiling"],
             _reports, {"smoke": {"samples": 8, "concurrency": [8], "max_batch": 4, "max_tokens": 4},
-                       "full": {"samples": 96, "concurrency": [16, 64], "max_batch": 16, "max_tokens": 16}},
+                       "full": {"samples": 384, "concurrency": [16, 64], "max_batch": 16, "max_tokens": 16}},
             target=0.9,
         ),
     ]
