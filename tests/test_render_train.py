@@ -164,3 +164,16 @@ def test_folder_without_a_unet_is_named(tmp_path, trained):
 def test_export_only_needs_a_state(tmp_path, shards):
     with pytest.raises(UserError, match="no training state to export"):
         train_renderer(_config(tmp_path, shards), say=lambda s: None, export_only=True)
+
+
+def test_cli_prints_the_error_and_exits_2(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    path = tmp_path / "render.yaml"
+    path.write_text(yaml.safe_dump({"data": {"shards": [str(tmp_path / "none-*.tar")]}, "train": {"out_dir": str(tmp_path / "out")}}))
+    result = subprocess.run([sys.executable, "-m", "synthvlp.cli", "render", "train", str(path), "train.steps=2"], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert "data.shards" in result.stderr and "matches no file" in result.stderr and "Traceback" not in result.stderr

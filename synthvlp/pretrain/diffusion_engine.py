@@ -176,13 +176,13 @@ def _data_files(data: RenderDataSection) -> list[Path]:
 class _Trainer:
     """The live objects of one training run and what it writes."""
 
-    def __init__(self, config: RenderTrainConfig, device: torch.device, say: Callable[[str], None]) -> None:
+    def __init__(self, config: RenderTrainConfig, device: torch.device) -> None:
         from diffusers import DDPMScheduler
         from diffusers.training_utils import EMAModel
 
         from synthvlp.pixel_diffusion import build_unet
 
-        self.config, self.device, self.say = config, device, say
+        self.config, self.device = config, device
         model, train = config.model, config.train
         self.sources, self.keys, captions = training_pairs(config.data, train.seed)
         torch.manual_seed(train.seed)
@@ -324,7 +324,7 @@ def train_renderer(
     try:
         if world.size > 1:
             raise UserError("render train runs in one process; start it without torchrun")
-        trainer = _Trainer(config, world.device, say)
+        trainer = _Trainer(config, world.device)
         train = config.train
         start = trainer.restore()
         if export_only:
