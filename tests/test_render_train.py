@@ -177,3 +177,28 @@ def test_cli_prints_the_error_and_exits_2(tmp_path):
     result = subprocess.run([sys.executable, "-m", "synthvlp.cli", "render", "train", str(path), "train.steps=2"], capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
     assert "data.shards" in result.stderr and "matches no file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_local_clip_text_encoder_folder_is_used_frozen(tmp_path, shards):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from test_diffusion import _byte_alphabet
+
+    chars = _byte_alphabet()
+    vocab = {t: i for i, t in enumerate(["<|startoftext|>", "<|endoftext|>", *chars, *(c + "</w>" for c in chars)])}
+    folder = tmp_path / "clip"
+    CLIPTokenizer(vocab=vocab, merges=[], model_max_length=24).save_pretrained(folder / "tokenizer")
+    encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                           max_position_embeddings=24, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    encoder.save_pretrained(folder / "text_encoder")
+    config = _config(tmp_path / "out", shards, steps=1)
+    config.model.text_encoder, config.model.train_text_encoder = folder, False
+    train_renderer(config, say=lambda s: None)
+    state = _final_state(tmp_path / "out")
+    assert all(key.startswith("unet.") for key in state["model"])  # the frozen encoder is not trained or checkpointed
+    saved = CLIPTextModel.from_pretrained(tmp_path / "out" / "pipeline" / "text_encoder")
+    for key, tensor in encoder.state_dict().items():
+        assert torch.equal(tensor, saved.state_dict()[key]), key
+    config.model.text_encoder = tmp_path / "nothing"
+    with pytest.raises(UserError, match=r"model.text_encoder = .*nothing: no config.json"):
+        train_renderer(config, say=lambda s: None)
