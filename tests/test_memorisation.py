@@ -18,7 +18,7 @@ from synthvlp.filtering.memorisation import load_training_films, nearest_trainin
 
 NIH = SHARED_DATA / "nih-real-256"
 SIZE = 64
-pytestmark = pytest.mark.skipif(not (NIH / "labels.csv").is_file(), reason="needs ../shared/data/nih-real-256")
+needs_nih = pytest.mark.skipif(not (NIH / "labels.csv").is_file(), reason="needs ../shared/data/nih-real-256")
 
 
 def _films(split: str, n: int) -> tuple[list[str], np.ndarray]:
@@ -36,6 +36,7 @@ def index_path(tmp_path_factory):
     return path
 
 
+@needs_nih
 def test_a_copy_is_flagged_and_another_patient_passes(index_path):
     index = load_training_films(index_path)
     train_keys, train_films = _films("train", 200)
@@ -51,6 +52,7 @@ def test_a_copy_is_flagged_and_another_patient_passes(index_path):
     assert others.correlation.min() > 0.5  # chest films share their layout: the score is not trivially low
 
 
+@needs_nih
 def test_filter_stage_rejects_the_copy_and_records_its_neighbour(index_path, tmp_path):
     train_keys, train_films = _films("train", 5)
     _, test_films = _films("test", 1)
@@ -73,3 +75,13 @@ def test_a_bad_index_is_named(tmp_path):
     np.savez(tmp_path / "wrong.npz", films=np.zeros((2, 4, 4), np.uint8))
     with pytest.raises(UserError, match=r"wrong.npz: not a training-film index"):
         load_training_films(tmp_path / "wrong.npz")
+
+
+def test_run_report_shows_the_distribution_and_closest_pairs():
+    from synthvlp.report import _memorisation_lines
+
+    rows = [{"id": f"s{i}", "filter_memorisation_score": score, "filter_memorisation_nearest": f"t{i}", "filter_memorisation_verdict": verdict}
+            for i, (score, verdict) in enumerate([(0.80, "pass"), (0.99, "reject"), (0.85, "pass")])]
+    [_, line] = _memorisation_lines(rows)
+    assert "max 0.990; 1 rejected as copies" in line and "Closest: s1 ~ t1 (0.990), s2 ~ t2 (0.850)" in line
+    assert _memorisation_lines([{"id": "s0"}]) == []
