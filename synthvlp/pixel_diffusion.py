@@ -83,7 +83,8 @@ def build_unet(settings: RenderModelSection, text_width: int) -> UNet2DCondition
     return UNet2DConditionModel(
         sample_size=settings.size, in_channels=1, out_channels=1, block_out_channels=tuple(settings.channels),
         down_block_types=down, up_block_types=up, layers_per_block=settings.layers_per_block,
-        cross_attention_dim=text_width, attention_head_dim=settings.head_dim, norm_num_groups=settings.groups,
+        cross_attention_dim=text_width, norm_num_groups=settings.groups,
+        attention_head_dim=tuple(c // settings.head_dim for c in settings.channels),  # diffusers reads it as heads per level
     )  # fmt: skip
 
 

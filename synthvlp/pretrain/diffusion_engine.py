@@ -108,7 +108,7 @@ def training_pairs(data: RenderDataSection, seed: int) -> tuple[list, list[str],
     if data.real is not None:
         _check_csv(data.real)
         real = CsvSource(data.real, seed)
-        for key, text, path in zip(real.keys, real.texts, real.paths, strict=True):
+        for text, path in zip(real.texts, real.paths, strict=True):
             if not caption(text, data.text):
                 raise UserError(f"{data.real.csv}: the report of {path} has an empty IMPRESSION; set data.text: report to use the whole report")
         sources.append(real)
