@@ -305,7 +305,7 @@ def filter_real(
     typer.echo(f"cleaned split: {out / 'cleaned.csv'}")
 
 
-render_app = typer.Typer(help="Look at rendered images.", no_args_is_help=True)
+render_app = typer.Typer(help="Look at rendered images, measure their realism, train a diffusion renderer.", no_args_is_help=True)
 app.add_typer(render_app, name="render")
 
 
@@ -392,6 +392,32 @@ def render_calibrate(
     write_text_atomic(out, fragment(fit, str(real)))
     typer.echo(f"objective {fit.start:.2f} -> {fit.best:.2f} (3.0 = as close as real films are to each other)")
     typer.echo(f"wrote {out}; paste its images keys into a run config (they select images.phantom: projection)")
+
+
+@render_app.command("train", epilog="See configs/render-nih-64.yaml and docs/rendering.md (Train your own renderer).")
+def render_train(
+    config: Annotated[Path, typer.Argument(help="Renderer training config (YAML), e.g. configs/render-nih-64.yaml.", show_default=False)],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key.path=value overrides, e.g. train.steps=100.", show_default=False)] = None,
+    export_only: Annotated[bool, typer.Option(help="Write pipeline/ from the newest training state without training further.")] = False,
+) -> None:
+    """Train a text-to-image diffusion renderer on real image-report pairs into train.out_dir/pipeline, the folder
+    images.diffusers.path renders from. Resumable: run it again after a stop and it continues."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from synthvlp.config import RenderTrainConfig
+    from synthvlp.pretrain.diffusion_engine import train_renderer
+    from synthvlp.runner import RateColumn
+
+    resolved = load_config(config, overrides or [], model=RenderTrainConfig)
+    columns = [TextColumn("render train"), BarColumn(), MofNCompleteColumn(), RateColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=export_only) as progress:
+        task = progress.add_task("render", total=resolved.train.steps * resolved.train.batch_size, loss=float("nan"))
+        result = train_renderer(resolved, progress=lambda n, loss: progress.update(task, advance=n, loss=loss), say=console.print, export_only=export_only)
+    if not export_only:
+        console.print(f"render train: {result.steps} steps on {result.training_pairs} films, final loss {result.final_loss:.4f}, "
+                      f"{result.samples_per_second:.2f} samples/s")
+    typer.echo(f"wrote {result.pipeline} (images.backend: diffusers, images.diffusers.path: {result.pipeline})")
 
 
 @app.command()

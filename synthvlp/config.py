@@ -270,6 +270,8 @@ class FilterSection(Section):
     exemplar_threshold: float = Field(0.5, ge=-1.0, le=1.0, description="Reject when the max cosine similarity to an exemplar reaches this.")
     duplicate_image_similarity: float | None = Field(0.999, gt=0.0, le=1.0, description="Reject images whose 16x16 thumbnail correlation with an earlier one reaches this; None disables.")
     regenerate: int = Field(2, ge=0, le=20, description="Re-render an image that fails an image check up to this many times, each with a new seed.")
+    train_films: Path | None = Field(None, description="Memorisation guard: the training-film index a trained renderer wrote (<render train out_dir>/pipeline/training-films.npz); None disables it.")
+    max_train_correlation: float = Field(0.97, gt=0.0, le=1.0, description="Reject images whose pixel correlation with their nearest training film reaches this (a copied patient): on NIH films at 64 px, held-out patients reach at most 0.943, re-exposed noisy copies at least 0.985.")
     duplicate_report_jaccard: float | None = Field(None, gt=0.0, le=1.0, description="Reject reports whose word-3-gram Jaccard to an earlier one reaches this; None disables.")
     judge: JudgeSection | None = Field(None, description="Multimodal-LLM judge on a vision chat server; None (the default) disables it.")
 
@@ -353,6 +355,91 @@ class PretrainSection(Section):
         if self.batch_size % self.accumulate:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of accumulate ({self.accumulate})")
         return self
+
+
+class RenderDataSection(Section):
+    """Real image-report pairs a diffusion renderer trains on: WebDataset shards, a CSV, or both.
+
+    A label-only set (NIH ChestX-ray14) has no reports: run its recipe (configs/recipes/real-nih.yaml), whose
+    report writer captions each film, and train on that run's ``dataset/train-*.tar``.
+    """
+
+    shards: list[str] = Field(default_factory=list, description="WebDataset shards (<key>.png + <key>.txt), glob patterns allowed, e.g. runs/real-nih/dataset/train-*.tar.")
+    real: RealDataSection | None = Field(None, description="A CSV of image paths and report texts (MIMIC-CXR layout), as pretrain.real reads it.")
+    text: Literal["impression", "report"] = Field(
+        "impression", description="'impression': condition on the IMPRESSION section when the text has one (SynCXR/RoentGen; what images.backend diffusers renders from); 'report': the whole text.")
+
+    @model_validator(mode="after")
+    def _has_data(self) -> RenderDataSection:
+        if not self.shards and self.real is None:
+            raise ValueError("no training data: set data.shards (a run's dataset/train-*.tar) or data.real (a CSV)")
+        return self
+
+
+class RenderModelSection(Section):
+    """A text-conditioned UNet in pixel space (one grayscale channel) and its text encoder."""
+
+    size: int = Field(64, ge=16, le=1024, description="Film side in pixels the renderer trains and renders at (set images.size to it).")
+    channels: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1, description="UNet width per resolution level; each level after the first halves the resolution.")
+    attention: list[bool] = Field(default_factory=lambda: [False, True, True], min_length=1, description="Per level: cross-attention to the text (True) or plain ResNet blocks.")
+    layers_per_block: int = Field(1, ge=1, description="ResNet layers per UNet block.")
+    head_dim: int = Field(8, ge=1, description="Attention head width.")
+    groups: int = Field(8, ge=1, description="GroupNorm groups; must divide every channel count.")
+    text_encoder: Path | None = Field(
+        None, description="Local HF folder with a CLIP text model and its tokenizer (or a Stable Diffusion folder with text_encoder/ and tokenizer/); None builds a small word-level one from the training captions.")
+    train_text_encoder: bool = Field(True, description="Train the text encoder with the UNet (a built one always is).")
+    text_width: int = Field(64, ge=8, description="Built text encoder: hidden size.")
+    text_layers: int = Field(2, ge=1, description="Built text encoder: transformer layers.")
+    text_heads: int = Field(4, ge=1, description="Built text encoder: attention heads.")
+    max_tokens: int = Field(48, ge=4, description="Built text encoder: tokens read per caption (longer ones are cut).")
+    vocab_min_count: int = Field(1, ge=1, description="Built tokenizer: words seen fewer times in the captions become [UNK].")
+    prediction: Literal["epsilon", "v_prediction"] = Field("v_prediction", description="What the UNet predicts: the noise, or v (steadier for pixel-space models at few steps).")
+    train_timesteps: int = Field(1000, ge=10, description="Noise levels of the training schedule.")
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = Field("squaredcos_cap_v2", description="Noise schedule ('squaredcos_cap_v2': the cosine schedule, suited to pixel space).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RenderModelSection:
+        if len(self.attention) != len(self.channels):
+            raise ValueError(f"attention has {len(self.attention)} entries but channels has {len(self.channels)}; give one per level")
+        if self.size % 2 ** (len(self.channels) - 1):
+            raise ValueError(f"size {self.size} is not divisible by 2^{len(self.channels) - 1}, the UNet's downsampling")
+        if any(c % self.groups or c % self.head_dim for c in self.channels):
+            raise ValueError(f"every channel count {self.channels} must be divisible by groups ({self.groups}) and head_dim ({self.head_dim})")
+        if self.text_width % self.text_heads:
+            raise ValueError(f"text_width ({self.text_width}) must be divisible by text_heads ({self.text_heads})")
+        return self
+
+
+class RenderTrainSection(Section):
+    """The training loop: steps, batch, optimiser, EMA, caption dropout and checkpoints."""
+
+    out_dir: Path = Field(Path("runs/renderer"), description="Training folder: pipeline/ (what images.diffusers.path loads), state/, log.csv, samples/.")
+    seed: int = Field(0, ge=0, description="Seeds the weights, the data order, noise and caption dropout.")
+    steps: int = Field(2000, ge=1, description="Optimiser steps.")
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(2e-4, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps before the cosine decay.")
+    grad_clip: float | None = Field(1.0, gt=0.0, description="Clip the gradient norm to this (None: no clipping).")
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="Largest EMA decay; the EMA weights are the ones saved (warm-up: 1 - (1 + step)^-3/4, capped here).")
+    caption_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Share of captions replaced by '' so one model learns the unconditional score classifier-free guidance needs.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="'auto': bf16 autocast on GPU, fp32 on CPU.")
+    threads: int | None = Field(None, ge=1, description="CPU threads (None: what this process may use; synthvlp.threads).")
+    checkpoint_every: int = Field(200, ge=1, description="Write a resumable state, export pipeline/ and draw samples every this many steps (and at the end).")
+    keep_checkpoints: int = Field(2, ge=1, description="Resumable states kept on disk (newest first).")
+    sample_prompts: list[str] = Field(
+        default_factory=lambda: ["No acute cardiopulmonary process.", "Pneumonia.", "Cardiomegaly.", "Pleural effusion."],
+        description="Captions drawn at each checkpoint into samples/step-N.png (empty: none).")
+    sample_steps: int = Field(25, ge=1, description="DDIM steps of those samples.")
+    sample_guidance: float = Field(2.0, ge=0.0, description="Classifier-free guidance scale of those samples.")
+
+
+class RenderTrainConfig(Section):
+    """``synthvlp render train``: a text-to-image diffusion renderer trained on real image-report pairs."""
+
+    data: RenderDataSection
+    model: RenderModelSection = Field(default_factory=RenderModelSection)
+    train: RenderTrainSection = Field(default_factory=RenderTrainSection)
 
 
 POSITIVE_PROMPTS: tuple[str, ...] = ("There is {name}.", "Findings consistent with {name}.", "{name} is present.")

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from synthvlp.config import RunConfig
 from synthvlp.runfolder import RunLayout
 from synthvlp.store import atomic_open, write_text_atomic
@@ -166,6 +168,7 @@ def _filter_section(rows: list[dict]) -> list[str]:
         scores = sorted(r[f"filter_{check}_score"] for r in rows if r[f"filter_{check}_score"] is not None)
         median = f"{scores[len(scores) // 2]:.3g}" if scores else "-"
         lines.append(f"| {check} | {sum(v == 'reject' for v in verdicts)} | {median} |")
+    lines += _memorisation_lines(rows)
     renders = Counter(r["image_attempts"] for r in rows if r.get("image_attempts") is not None)
     if sum(n for a, n in renders.items() if a > 1):
         never = sum(1 for r in rows if r["image_attempts"] and r["image_rejections"] and r["image_rejections"].count("attempt") == r["image_attempts"])
@@ -175,6 +178,20 @@ def _filter_section(rows: list[dict]) -> list[str]:
     if details:
         lines += ["", "Format problems: " + ", ".join(f"{k} x{v}" for k, v in details.most_common(10))]
     return lines + [""]
+
+
+def _memorisation_lines(rows: list[dict]) -> list[str]:
+    """The distribution of each film's correlation with its nearest training film, and the closest pairs."""
+    scored = sorted(((r["filter_memorisation_score"], r["id"], r.get("filter_memorisation_nearest")) for r in rows
+                     if r.get("filter_memorisation_score") is not None), reverse=True)
+    if not scored:
+        return []
+    values = np.array([s for s, _, _ in scored])
+    quantiles = ", ".join(f"p{q} {np.percentile(values, q):.3f}" for q in (5, 50, 95))
+    closest = ", ".join(f"{i} ~ {k} ({s:.3f})" for s, i, k in scored[:3])
+    flagged = sum(r.get("filter_memorisation_verdict") == "reject" for r in rows)
+    return ["", f"Memorisation: correlation of each film with its nearest training film {quantiles}, max {values[0]:.3f}; "
+                f"{flagged} rejected as copies. Closest: {closest}."]
 
 
 def _balance_section(rows: list[dict], plot: Path, targets_path: Path, settings) -> list[str]:

@@ -2,7 +2,8 @@
 
 One row per sample. Stages fill their own columns; columns of stages that have not run are null. Quality
 checks add two columns each, ``filter_<check>_score`` (float) and ``filter_<check>_verdict`` ("pass" or
-"reject"), so a new check needs no schema change. The manifest is written only through ``write_manifest``,
+"reject"), and a check that finds a neighbour (the memorisation guard) a third, ``filter_<check>_nearest`` (its
+key), so a new check needs no schema change. The manifest is written only through ``write_manifest``,
 which validates it.
 """
 
@@ -83,7 +84,7 @@ verification loop needed, ``report_verified`` says whether the last one matched 
 ``report_rejections`` lists each failed attempt's reasons ("attempt 1: missing: nodule (present, right)"; null
 when the first draft passed)."""
 
-FILTER_COLUMN = re.compile(r"^filter_[a-z0-9_]+_(score|verdict)$")
+FILTER_COLUMN = re.compile(r"^filter_[a-z0-9_]+_(score|verdict|nearest)$")
 
 
 def empty_table() -> pa.Table:

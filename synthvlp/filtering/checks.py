@@ -18,6 +18,7 @@ from synthvlp.encoders import ImageEncoder, build_encoder
 from synthvlp.filtering.exemplars import bank_features, max_similarity
 from synthvlp.filtering.image_checks import DecodedBatch, decode_batch, image_scores, image_signatures
 from synthvlp.filtering.judge import judge_images
+from synthvlp.filtering.memorisation import load_training_films, nearest_training_films
 from synthvlp.filtering.text_checks import text_scores
 
 
@@ -30,10 +31,16 @@ def _exemplar_bank(encoder_spec: str, folder: Path, cache_dir: Path) -> tuple[Im
 
 
 def image_check_scores(settings: FilterSection, batch: DecodedBatch, cache_dir: Path, texts: Sequence[str | None] | None = None,
-                       seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{check: (scores, passed)} for the image checks, with the exemplar filter and the LLM judge (shown ``texts``,
-    the reports) when they are configured. The judge's score is 1 for pass, 0 for reject."""
+                       seed: int = 0, nearest: dict[str, list[str]] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{check: (scores, passed)} for the image checks, with the exemplar filter, the memorisation guard and the
+    LLM judge (shown ``texts``, the reports) when they are configured. The judge's score is 1 for pass, 0 for
+    reject. Checks that find a neighbour put its key per image into ``nearest[check]``."""
     checks = image_scores(batch, settings)
+    if settings.train_films is not None:
+        found = nearest_training_films(batch.pixels, load_training_films(Path(settings.train_films)))
+        checks["memorisation"] = (found.correlation, (found.correlation < settings.max_train_correlation) & batch.ok)
+        if nearest is not None:
+            nearest["memorisation"] = [key if ok else None for key, ok in zip(found.keys, batch.ok, strict=True)]
     if settings.exemplar_dir is not None:
         encoder, bank = _exemplar_bank(settings.exemplar_encoder, Path(settings.exemplar_dir), Path(cache_dir))
         similarity = max_similarity(encoder.encode(batch.pixels), bank)
@@ -63,13 +70,16 @@ def check_samples(
     settings = config.filter
     ids = [r["id"] for r in rows]
     batch = decode_batch([images[k] for k in ids], config.images.size)
-    image_checks = image_check_scores(settings, batch, cache_dir, [r.get("impression") for r in rows], config.run.seed)
+    nearest: dict[str, list[str]] = {}
+    image_checks = image_check_scores(settings, batch, cache_dir, [r.get("impression") for r in rows], config.run.seed, nearest)
     checks = image_checks | text_scores(rows, settings)
     advance(len(ids))
     columns: dict[str, object] = {"id": ids}
     for name, (scores, passed) in checks.items():
         columns[f"filter_{name}_score"] = pa.array(scores, pa.float64())
         columns[f"filter_{name}_verdict"] = ["pass" if ok else "reject" for ok in passed]
+    for name, keys in nearest.items():
+        columns[f"filter_{name}_nearest"] = pa.array(keys, pa.string())
     reasons = reject_reasons(checks, set(image_checks), batch)
     columns["accepted"] = [r is None for r in reasons]
     columns["reject_reasons"] = reasons

@@ -1,7 +1,8 @@
 """The diffusers backend: a local text-to-image pipeline (RoentGen layout) rendering each report's IMPRESSION.
 
 SynCXR conditions RoentGen (Stable Diffusion fine-tuned on MIMIC-CXR) on the IMPRESSION only. Any
-``DiffusionPipeline`` saved with ``save_pretrained`` works. Each sample gets its own CPU ``torch.Generator``
+``DiffusionPipeline`` saved with ``save_pretrained`` works, including the pixel-space one ``synthvlp render
+train`` writes (``synthvlp.pixel_diffusion``). Each sample gets its own CPU ``torch.Generator``
 seeded from its sample seed, so its image depends neither on the batch it was rendered in nor on the device.
 """
 
@@ -39,6 +40,8 @@ def check_folder(path: Path) -> dict:
         index = json.loads(index_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{index_file}: not valid JSON ({exc})") from None
+    if "unet" not in index and "transformer" not in index:
+        raise UserError(f"{where} = {path}: model_index.json lists no unet (or transformer), the denoiser a diffusion pipeline renders with")
     for part, spec in index.items():
         if part.startswith("_") or not isinstance(spec, list) or spec[0] is None:
             continue  # metadata, or an optional part saved as null (e.g. no safety checker)
@@ -72,13 +75,16 @@ class DiffusionRenderer:
 
     def __init__(self, settings: DiffusersSection) -> None:
         path = Path(settings.path)
-        check_folder(path)
+        index = check_folder(path)
         self.settings = settings
         self.device, dtype = _device_and_dtype(settings)
         from diffusers import DiffusionPipeline  # seconds to import: only once the folder and device are known good
 
+        from synthvlp.pixel_diffusion import PixelDiffusionPipeline  # what synthvlp render train writes
+
+        kind = PixelDiffusionPipeline if index.get("_class_name") == PixelDiffusionPipeline.__name__ else DiffusionPipeline
         try:
-            pipeline = DiffusionPipeline.from_pretrained(path, dtype=dtype, local_files_only=True)
+            pipeline = kind.from_pretrained(path, dtype=dtype, local_files_only=True)
         except (OSError, ValueError, TypeError) as exc:
             raise UserError(f"images.diffusers.path = {path}: cannot load the pipeline: {exc}") from None
         pipeline.set_progress_bar_config(disable=True)

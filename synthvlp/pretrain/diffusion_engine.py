@@ -1,0 +1,359 @@
+"""``synthvlp render train``: a text-to-image diffusion renderer trained on real image-report pairs (RoentGen's
+recipe, from scratch at small sizes), written as a pipeline folder ``images.backend: diffusers`` renders from.
+
+It keeps the pre-training engine's habits: the data order of step ``s`` is a pure function of (seed, s)
+(``sampling.StepPlan``), noise, timesteps and caption dropout of step ``s`` come from a generator seeded by
+(seed, s), and the weights, optimiser, LR schedule, EMA weights and RNG states are checkpointed together
+(``checkpoint.py``), so a run killed and started again ends with the weights an uninterrupted one has
+(``tests/test_render_train.py``). Each checkpoint also exports ``pipeline/`` (EMA weights) and draws
+``samples/step-N.png``, so a stopped run leaves a renderer to look at. The pipeline folder holds
+``training-films.npz``, the training films at the model's size, which the memorisation guard compares every
+rendered film with (``filter.train_films``).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from synthvlp.config import RealDataSection, RenderDataSection, RenderModelSection, RenderTrainConfig
+from synthvlp.csvfiles import read_csv_table
+from synthvlp.errors import UserError
+from synthvlp.pretrain import checkpoint
+from synthvlp.pretrain.data import CsvSource, PairDataset, ShardSource, collate
+from synthvlp.pretrain.distributed import close_world, init_world
+from synthvlp.pretrain.engine import warmup_cosine
+from synthvlp.pretrain.logs import TrainLog
+from synthvlp.pretrain.sampling import Recipe, StepPlan
+from synthvlp.seeding import sample_seed
+from synthvlp.store import atomic_open
+
+MODEL_NAME = "pixel-diffusion"
+LOG_COLUMNS = ("step", "loss", "lr", "samples_per_s")
+OPERATIONAL = ("out_dir", "threads", "checkpoint_every", "keep_checkpoints", "sample_prompts", "sample_steps", "sample_guidance")
+"""Training settings that do not change the weights; changing them keeps a run resumable."""
+TRAINING_FILMS = "training-films.npz"
+IMPRESSION = re.compile(r"\bIMPRESSION\s*:", re.IGNORECASE)
+
+
+@dataclass
+class RenderResult:
+    steps: int
+    final_loss: float
+    seconds: float
+    samples_per_second: float
+    resumed_from: int
+    training_pairs: int
+    pipeline: Path
+
+
+def caption(text: str, mode: str) -> str:
+    """What the renderer is conditioned on: the text after its last ``IMPRESSION:`` (or all of it when it has
+    none), or the whole report."""
+    if mode == "impression":
+        parts = IMPRESSION.split(text)
+        text = parts[-1]
+    return " ".join(text.split())
+
+
+def _shard_paths(patterns: list[str]) -> list[Path]:
+    paths: list[Path] = []
+    for pattern in patterns:
+        found = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else ([pattern] if Path(pattern).exists() else [])
+        if not found:
+            raise UserError(f"data.shards: {pattern!r} matches no file; point it at a run's dataset/train-*.tar")
+        paths.extend(Path(p) for p in found)
+    return paths
+
+
+def _check_csv(settings: RealDataSection) -> None:
+    """Every row names an image that exists and a non-empty report, or a ``UserError`` naming the row."""
+    table = read_csv_table(settings.csv, "data.real.csv", required=(settings.image_column, settings.text_column))
+    root = settings.image_root or settings.csv.parent
+    for row, (image, text) in enumerate(zip(table[settings.image_column], table[settings.text_column], strict=True), start=2):
+        if not isinstance(image, str) or not image.strip():
+            raise UserError(f"{settings.csv} line {row}: no image path in column {settings.image_column!r}")
+        if not (root / image).is_file():
+            raise UserError(f"{settings.csv} line {row}: image {root / image} does not exist (column {settings.image_column!r}, relative to {root})")
+        if not isinstance(text, str) or not text.strip():
+            raise UserError(f"{settings.csv} line {row}: empty report in column {settings.text_column!r}; every training film needs its text")
+
+
+def training_pairs(data: RenderDataSection, seed: int) -> tuple[list, list[str], list[str]]:
+    """(sources in PairDataset order, each pair's key, each pair's caption), every caption checked non-empty."""
+    sources: list = []
+    keys: list[str] = []
+    captions: list[str] = []
+    if data.shards:
+        shards = ShardSource(_shard_paths(data.shards))
+        sources.append(shards)
+        for i, key in enumerate(shards.keys):
+            text = caption(shards.texts[i].read().decode("utf-8", errors="replace"), data.text)
+            if not text:
+                raise UserError(f"{shards.texts[i].path}: sample {key} has an empty {'IMPRESSION' if data.text == 'impression' else 'report'}; "
+                                "every training film needs its text (data.text: report conditions on the whole report)")
+            keys.append(key)
+            captions.append(text)
+    if data.real is not None:
+        _check_csv(data.real)
+        real = CsvSource(data.real, seed)
+        for text, path in zip(real.texts, real.paths, strict=True):
+            if not caption(text, data.text):
+                raise UserError(f"{data.real.csv}: the report of {path} has an empty IMPRESSION; set data.text: report to use the whole report")
+        sources.append(real)
+        keys.extend(real.keys)
+        captions.extend(caption(t, data.text) for t in real.texts)
+    return sources, keys, captions
+
+
+class FilmTransform:
+    """A training film as (1, size, size) in [-1, 1]: grayscale, area-resized; no flips (laterality is content)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        film = image.convert("L")
+        if film.size != (self.size, self.size):
+            film = film.resize((self.size, self.size), Image.Resampling.BOX if film.width > self.size else Image.Resampling.BICUBIC)
+        return torch.from_numpy(np.asarray(film, dtype=np.float32) / 127.5 - 1.0)[None]
+
+
+class CaptionTokens:
+    """The tokenizer as PairDataset calls it (a list of one text), on the text's caption."""
+
+    def __init__(self, tokenizer, mode: str) -> None:
+        self.tokenizer, self.mode = tokenizer, mode
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        captions = [caption(t, self.mode) for t in texts]
+        return self.tokenizer(captions, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+
+
+def build_text_side(settings: RenderModelSection, captions: list[str]):
+    """(tokenizer, text encoder): loaded from a local HF folder, or built over the captions' words."""
+    from synthvlp.pixel_diffusion import build_text_encoder, build_tokenizer
+
+    if settings.text_encoder is None:
+        tokenizer = build_tokenizer(captions, settings)
+        return tokenizer, build_text_encoder(tokenizer, settings)
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    folder = Path(settings.text_encoder)
+    model_dir = folder / "text_encoder" if (folder / "text_encoder").is_dir() else folder
+    tokenizer_dir = folder / "tokenizer" if (folder / "tokenizer").is_dir() else folder
+    if not (model_dir / "config.json").is_file():
+        raise UserError(f"model.text_encoder = {folder}: no config.json (or text_encoder/config.json); point it at a local CLIP text model folder")
+    try:
+        return AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True), CLIPTextModel.from_pretrained(model_dir, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"model.text_encoder = {folder}: cannot load a CLIP text model and tokenizer: {exc}") from None
+
+
+def state_key(config: RenderTrainConfig, files: list[Path]) -> str:
+    """Fingerprint of everything the weights depend on: settings (not the operational ones) and the training files."""
+    plain = config.model_dump(mode="json")
+    plain["train"] = {k: v for k, v in plain["train"].items() if k not in OPERATIONAL}
+    sizes = [(str(p), p.stat().st_size) for p in files]
+    return hashlib.sha256(json.dumps([plain, sizes], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _data_files(data: RenderDataSection) -> list[Path]:
+    return _shard_paths(data.shards) + ([data.real.csv] if data.real is not None else [])
+
+
+class _Trainer:
+    """The live objects of one training run and what it writes."""
+
+    def __init__(self, config: RenderTrainConfig, device: torch.device) -> None:
+        from diffusers import DDPMScheduler
+        from diffusers.training_utils import EMAModel
+
+        from synthvlp.pixel_diffusion import build_unet
+
+        self.config, self.device = config, device
+        model, train = config.model, config.train
+        self.sources, self.keys, captions = training_pairs(config.data, train.seed)
+        torch.manual_seed(train.seed)
+        self.tokenizer, self.text_encoder = build_text_side(model, captions)
+        self.unet = build_unet(model, self.text_encoder.config.hidden_size)
+        self.train_text = model.text_encoder is None or model.train_text_encoder
+        self.text_encoder.requires_grad_(self.train_text)
+        self.trainable = torch.nn.ModuleDict({"unet": self.unet, **({"text_encoder": self.text_encoder} if self.train_text else {})}).to(device)
+        self.text_encoder.to(device)
+        self.noise = DDPMScheduler(num_train_timesteps=model.train_timesteps, beta_schedule=model.beta_schedule, prediction_type=model.prediction, clip_sample=True)
+        self.dataset = PairDataset(self.sources, FilmTransform(model.size), CaptionTokens(self.tokenizer, config.data.text), train.seed)
+        self.plan = StepPlan(Recipe(tuple(self.dataset.sizes)), train.seed, min(train.batch_size, len(self.dataset)), 1, 0, 1)
+        self.empty = CaptionTokens(self.tokenizer, "report")([""])[0]
+        self.optimizer = torch.optim.AdamW(self.trainable.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: warmup_cosine(s, train.warmup_steps, train.steps))
+        self.ema = EMAModel(self.trainable.parameters(), decay=train.ema_decay, use_ema_warmup=True, power=3 / 4)
+        self.out_dir = Path(train.out_dir)
+        self.state_dir = self.out_dir / "state" / state_key(config, _data_files(config.data))
+        self.films: tuple[list[str], np.ndarray] | None = None
+
+    def restore(self) -> int:
+        """Continue from the newest readable state of these settings (0 when there is none); states of other
+        settings are removed, as the pre-training engine does."""
+        if (self.out_dir / "state").is_dir():
+            for stale in (self.out_dir / "state").iterdir():
+                if stale != self.state_dir:
+                    shutil.rmtree(stale, ignore_errors=True)
+        found = checkpoint.latest_state(self.state_dir)
+        if found is None:
+            return 0
+        path, state = found
+        start = checkpoint.restore(path, state, MODEL_NAME, self.trainable, self.optimizer, self.schedule)
+        if "ema" not in state:
+            raise UserError(f"{path}: training state without EMA weights; delete {self.state_dir} to start afresh")
+        self.ema.load_state_dict(state["ema"])
+        self.ema.to(self.device)
+        return start
+
+    def step(self, step: int) -> float:
+        """One optimiser step on the plan's batch ``step``; returns its loss."""
+        train = self.config.train
+        items = next(self.plan.micro_batches(step, step + 1))
+        batch = collate([self.dataset[item] for item in items])
+        films = batch.images.to(self.device)
+        generator = torch.Generator().manual_seed(sample_seed(train.seed, f"step-{step}", "render-train"))
+        noise = torch.randn(films.shape, generator=generator)
+        timesteps = torch.randint(0, self.noise.config.num_train_timesteps, (len(films),), generator=generator)
+        dropped = torch.rand(len(films), generator=generator) < train.caption_dropout
+        tokens = torch.where(dropped[:, None], self.empty[None], batch.tokens)
+        noise, timesteps = noise.to(self.device), timesteps.to(self.device)
+        bf16 = train.precision == "bf16" or (train.precision == "auto" and self.device.type == "cuda")
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            context = self.text_encoder(tokens.to(self.device))[0]
+            noisy = self.noise.add_noise(films, noise, timesteps)
+            predicted = self.unet(noisy, timesteps, encoder_hidden_states=context).sample
+        target = noise if self.noise.config.prediction_type == "epsilon" else self.noise.get_velocity(films, noise, timesteps)
+        loss = torch.nn.functional.mse_loss(predicted.float(), target.float())
+        if not torch.isfinite(loss):
+            raise UserError(f"render train diverged: loss is {loss.item()} at step {step} (films {batch.keys[:4]}...); lower train.lr")
+        loss.backward()
+        if train.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.trainable.parameters(), train.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.schedule.step()
+        self.ema.step(self.trainable.parameters())
+        return float(loss.detach())
+
+    def save(self, step: int) -> None:
+        checkpoint.save_state(self.state_dir, step, MODEL_NAME, self.trainable, self.optimizer, self.schedule,
+                              {"ema": self.ema.state_dict()}, self.config.train.keep_checkpoints)
+
+    def export(self, step: int) -> Path:
+        """Write ``pipeline/`` with the EMA weights (replacing the previous export) and the step's sample sheet."""
+        from diffusers import DDIMScheduler
+
+        from synthvlp.pixel_diffusion import PixelDiffusionPipeline
+
+        parameters = list(self.trainable.parameters())
+        self.ema.store(parameters)
+        self.ema.copy_to(parameters)
+        try:
+            scheduler = DDIMScheduler.from_config(self.noise.config, clip_sample=True, timestep_spacing="trailing")
+            pipeline = PixelDiffusionPipeline(unet=self.unet, scheduler=scheduler, text_encoder=self.text_encoder, tokenizer=self.tokenizer)
+            pipeline.set_progress_bar_config(disable=True)
+            final = self.out_dir / "pipeline"
+            staging = self.out_dir / "pipeline.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            pipeline.save_pretrained(staging)
+            keys, films = self._training_films()
+            with atomic_open(staging / TRAINING_FILMS, "wb") as handle:
+                np.savez_compressed(handle, keys=np.array(keys), films=films)
+            previous = self.out_dir / "pipeline.previous"
+            shutil.rmtree(previous, ignore_errors=True)
+            if final.exists():
+                final.rename(previous)
+            staging.rename(final)
+            shutil.rmtree(previous, ignore_errors=True)
+            self._samples(pipeline, step)
+        finally:
+            self.ema.restore(parameters)
+        return final
+
+    def _training_films(self) -> tuple[list[str], np.ndarray]:
+        """Every training film at the model's size (uint8), read once per process, for the memorisation guard."""
+        if self.films is None:
+            transform = FilmTransform(self.config.model.size)
+            films = np.empty((len(self.dataset), self.config.model.size, self.config.model.size), dtype=np.uint8)
+            for index in range(len(self.dataset)):
+                source, local = self.dataset.locate(index)
+                image, _ = source.load(local)
+                films[index] = np.round((transform(image)[0].numpy() + 1) * 127.5).astype(np.uint8)
+            self.films = (self.keys, films)
+        return self.films
+
+    def _samples(self, pipeline, step: int) -> None:
+        train = self.config.train
+        if not train.sample_prompts:
+            return
+        self.trainable.eval()
+        generators = [torch.Generator("cpu").manual_seed(i) for i in range(len(train.sample_prompts))]
+        images = pipeline(train.sample_prompts, num_inference_steps=train.sample_steps, guidance_scale=train.sample_guidance, generator=generators).images
+        self.trainable.train()
+        row = np.concatenate([np.round(image[..., 0] * 255).astype(np.uint8) for image in images], axis=1)
+        (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
+        with atomic_open(self.out_dir / "samples" / f"step-{step:08d}.png", "wb") as handle:
+            Image.fromarray(row).save(handle, format="PNG")
+
+
+def train_renderer(
+    config: RenderTrainConfig,
+    progress: Callable[[int, float], None] = lambda n, loss: None,
+    say: Callable[[str], None] = print,
+    export_only: bool = False,
+) -> RenderResult:
+    """Train (or resume) the renderer and export ``pipeline/``; ``progress(samples, loss)`` after each step (and
+    once with the samples already done when resuming). ``export_only`` writes the pipeline of the newest state."""
+    world = init_world(config.train.threads)
+    try:
+        if world.size > 1:
+            raise UserError("render train runs in one process; start it without torchrun")
+        trainer = _Trainer(config, world.device)
+        train = config.train
+        start = trainer.restore()
+        if export_only:
+            if start == 0:
+                raise UserError(f"{trainer.state_dir}: no training state to export; run synthvlp render train first")
+            path = trainer.export(start)
+            return RenderResult(start, float("nan"), 0.0, 0.0, start, len(trainer.dataset), path)
+        if start:
+            say(f"render train: resuming from step {start} of {train.steps} ({trainer.state_dir})")
+            progress(start * trainer.plan.batch_size, float("nan"))
+        log = TrainLog(trainer.out_dir, start, False, LOG_COLUMNS)
+        trainer.trainable.train()
+        began = time.perf_counter()
+        loss = float("nan")
+        for step in range(start, train.steps):
+            tick = time.perf_counter()
+            loss = trainer.step(step)
+            log.add(step=step, loss=loss, lr=trainer.schedule.get_last_lr()[0], samples_per_s=trainer.plan.batch_size / (time.perf_counter() - tick))
+            if (step + 1) % train.checkpoint_every == 0 or step + 1 == train.steps:
+                trainer.save(step + 1)
+                log.flush()
+                trainer.export(step + 1)
+            progress(trainer.plan.batch_size, loss)
+        log.close()
+        seconds = time.perf_counter() - began
+        path = trainer.out_dir / "pipeline"
+        if start == train.steps and not path.is_dir():
+            path = trainer.export(start)
+        done = (train.steps - start) * trainer.plan.batch_size
+        return RenderResult(train.steps, loss, seconds, done / max(seconds, 1e-9), start, len(trainer.dataset), path)
+    finally:
+        close_world(world)

@@ -1,0 +1,204 @@
+"""``synthvlp render train`` on a tiny config: exact resume, the saved folder renders through the images stage,
+and bad training data or pipeline folders give one named error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from PIL import Image
+
+from pretrain_helpers import make_shards
+from synthvlp.config import RenderTrainConfig, RunConfig, load_config
+from synthvlp.errors import UserError
+from synthvlp.generation.diffusion import check_folder
+from synthvlp.pretrain.diffusion_engine import TRAINING_FILMS, caption, train_renderer
+
+SIZE = 32
+
+
+class Interrupt(Exception):
+    """Stands in for a kill: raised from the progress callback, after the step's state is written."""
+
+
+def _config(out_dir: Path, shards: list[Path] | None = None, real: dict | None = None, **train) -> RenderTrainConfig:
+    data = {"shards": [str(s) for s in shards or []], **({"real": real} if real else {})}
+    model = dict(size=SIZE, channels=[8, 16], attention=[False, True], head_dim=4, groups=4, text_width=16, text_layers=1, text_heads=2, max_tokens=12)
+    settings = dict(out_dir=str(out_dir), steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2, threads=1, sample_prompts=[], ema_decay=0.9)
+    return RenderTrainConfig.model_validate({"data": data, "model": model, "train": settings | train})
+
+
+def _final_state(out_dir: Path) -> dict:
+    [state] = sorted((out_dir / "state").glob("*/step-*.pt"))[-1:]
+    return torch.load(state, weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> list[Path]:
+    return make_shards(tmp_path_factory.mktemp("pairs"), n_shards=1, per_shard=10)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, shards) -> Path:
+    out = tmp_path_factory.mktemp("renderer")
+    train_renderer(_config(out, shards, sample_prompts=["nodule"], sample_steps=2), say=lambda s: None)
+    return out
+
+
+def test_interrupted_and_resumed_training_matches_uninterrupted(tmp_path, shards, trained):
+    seen = []
+
+    def stop_after_step_2(n, loss):  # step 2's state is written before its progress call
+        seen.append(n)
+        if len(seen) == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_renderer(_config(tmp_path, shards), progress=stop_after_step_2, say=lambda s: None)
+    resumed = train_renderer(_config(tmp_path, shards), say=lambda s: None)
+    assert resumed.resumed_from == 2 and resumed.steps == 4
+    full, cut = _final_state(trained), _final_state(tmp_path)
+    assert full["step"] == cut["step"] == 4
+    for key, tensor in full["model"].items():
+        assert torch.equal(tensor, cut["model"][key]), key
+    for a, b in zip(full["ema"]["shadow_params"], cut["ema"]["shadow_params"], strict=True):
+        assert torch.equal(a, b)
+    assert full["optimizer"]["state"].keys() == cut["optimizer"]["state"].keys()
+    assert [r.split(",")[:2] for r in (trained / "log.csv").read_text().splitlines()] == [r.split(",")[:2] for r in (tmp_path / "log.csv").read_text().splitlines()]
+
+
+def test_changed_settings_start_afresh(tmp_path, shards):
+    train_renderer(_config(tmp_path, shards, steps=2), say=lambda s: None)
+    again = train_renderer(_config(tmp_path, shards, steps=2, checkpoint_every=1), say=lambda s: None)  # operational: resumes
+    changed = train_renderer(_config(tmp_path, shards, steps=2, lr=1e-3), say=lambda s: None)
+    assert (again.resumed_from, changed.resumed_from) == (2, 0)
+    assert len(list((tmp_path / "state").iterdir())) == 1
+
+
+def test_saved_folder_renders_through_the_images_stage(trained):
+    from synthvlp.generation.images import render_images
+
+    pipeline = trained / "pipeline"
+    assert json.loads((pipeline / "model_index.json").read_text())["_class_name"] == "PixelDiffusionPipeline"
+    assert sorted(np.load(pipeline / TRAINING_FILMS)["films"].shape) == sorted((10, SIZE, SIZE))
+    assert (trained / "samples" / "step-00000004.png").is_file()
+    config = RunConfig.model_validate(
+        {"images": {"backend": "diffusers", "size": SIZE, "diffusers": {"path": str(pipeline), "steps": 2, "batch_size": 2, "device": "cpu"}}}
+    )
+    plan = pa.table({"id": ["s00000000", "s00000001", "s00000002"], "split": ["train"] * 3, "planned_entities": [[], [], []]})
+    reports = pa.table({"findings": ["x"] * 3, "impression": ["Cardiomegaly.", "Nodule.", "Cardiomegaly."]})
+    batch = render_images(config, plan, reports)
+    films = [np.asarray(Image.open(__import__("io").BytesIO(s["png"]))) for s in batch.samples]
+    assert [f.shape for f in films] == [(SIZE, SIZE)] * 3
+    assert batch.columns.column("image_generator").to_pylist() == [f"diffusers:{pipeline.name}"] * 3
+    assert not np.array_equal(films[0], films[2])  # each sample's own seed, even for the same impression
+
+
+@pytest.mark.parametrize("name", ["render-nih-64.yaml", "render-nih-256.yaml"])
+def test_shipped_render_configs_load(name):
+    config = load_config(Path(__file__).parent.parent / "configs" / name, model=RenderTrainConfig)
+    assert config.data.shards and config.train.out_dir.name == name.removesuffix(".yaml")
+
+
+def test_captions_are_the_impression():
+    assert caption("FINDINGS: Lungs clear.\nIMPRESSION:  No acute   process.", "impression") == "No acute process."
+    assert caption("Cardiomegaly.", "impression") == "Cardiomegaly."
+    assert caption("FINDINGS: a. IMPRESSION: b.", "report") == "FINDINGS: a. IMPRESSION: b."
+
+
+def _csv(folder: Path, rows: list[tuple[str, str]]) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((SIZE, SIZE), np.uint8)).save(folder / "a.png")
+    lines = ["image,text,patient_id", *(f"{image},{text},p{i}" for i, (image, text) in enumerate(rows))]
+    (folder / "pairs.csv").write_text("\n".join(lines) + "\n")
+    return {"csv": str(folder / "pairs.csv")}
+
+
+def test_missing_image_names_the_file_and_line(tmp_path):
+    real = _csv(tmp_path / "data", [("a.png", "Nodule."), ("gone.png", "Cardiomegaly.")])
+    with pytest.raises(UserError, match=r"pairs.csv line 3: image .*gone.png does not exist"):
+        train_renderer(_config(tmp_path / "out", real=real), say=lambda s: None)
+
+
+def test_empty_report_names_the_line_and_column(tmp_path):
+    real = _csv(tmp_path / "data", [("a.png", "Nodule."), ("a.png", "")])
+    with pytest.raises(UserError, match=r"pairs.csv line 3: empty report in column 'text'"):
+        train_renderer(_config(tmp_path / "out", real=real), say=lambda s: None)
+
+
+def test_empty_impression_in_a_shard_names_the_sample(tmp_path):
+    from synthvlp.store import write_shard
+
+    path = tmp_path / "train-000000.tar"
+    png = (tmp_path / "a.png")
+    Image.fromarray(np.zeros((SIZE, SIZE), np.uint8)).save(png)
+    write_shard(path, [{"__key__": "s1", "png": png.read_bytes(), "txt": b"FINDINGS: clear. IMPRESSION: "}])
+    with pytest.raises(UserError, match=r"sample s1 has an empty IMPRESSION"):
+        train_renderer(_config(tmp_path / "out", [path]), say=lambda s: None)
+
+
+def test_shard_pattern_matching_nothing_is_named(tmp_path):
+    with pytest.raises(UserError, match=r"data.shards: '.*nothing-\*.tar' matches no file"):
+        train_renderer(_config(tmp_path / "out", [tmp_path / "nothing-*.tar"]), say=lambda s: None)
+
+
+def test_folder_without_a_unet_is_named(tmp_path, trained):
+    import shutil
+
+    copy = tmp_path / "no-unet"
+    shutil.copytree(trained / "pipeline", copy)
+    shutil.rmtree(copy / "unet")
+    with pytest.raises(UserError, match=r"part 'unet' .* has no folder unet/"):
+        check_folder(copy)
+    index = json.loads((copy / "model_index.json").read_text())
+    del index["unet"]
+    (copy / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(UserError, match=r"model_index.json lists no unet"):
+        check_folder(copy)
+
+
+def test_export_only_needs_a_state(tmp_path, shards):
+    with pytest.raises(UserError, match="no training state to export"):
+        train_renderer(_config(tmp_path, shards), say=lambda s: None, export_only=True)
+
+
+def test_cli_prints_the_error_and_exits_2(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    path = tmp_path / "render.yaml"
+    path.write_text(yaml.safe_dump({"data": {"shards": [str(tmp_path / "none-*.tar")]}, "train": {"out_dir": str(tmp_path / "out")}}))
+    result = subprocess.run([sys.executable, "-m", "synthvlp.cli", "render", "train", str(path), "train.steps=2"], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert "data.shards" in result.stderr and "matches no file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_local_clip_text_encoder_folder_is_used_frozen(tmp_path, shards):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from test_diffusion import _byte_alphabet
+
+    chars = _byte_alphabet()
+    vocab = {t: i for i, t in enumerate(["<|startoftext|>", "<|endoftext|>", *chars, *(c + "</w>" for c in chars)])}
+    folder = tmp_path / "clip"
+    CLIPTokenizer(vocab=vocab, merges=[], model_max_length=24).save_pretrained(folder / "tokenizer")
+    encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                           max_position_embeddings=24, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    encoder.save_pretrained(folder / "text_encoder")
+    config = _config(tmp_path / "out", shards, steps=1)
+    config.model.text_encoder, config.model.train_text_encoder = folder, False
+    train_renderer(config, say=lambda s: None)
+    state = _final_state(tmp_path / "out")
+    assert all(key.startswith("unet.") for key in state["model"])  # the frozen encoder is not trained or checkpointed
+    saved = CLIPTextModel.from_pretrained(tmp_path / "out" / "pipeline" / "text_encoder")
+    for key, tensor in encoder.state_dict().items():
+        assert torch.equal(tensor, saved.state_dict()[key]), key
+    config.model.text_encoder = tmp_path / "nothing"
+    with pytest.raises(UserError, match=r"model.text_encoder = .*nothing: no config.json"):
+        train_renderer(config, say=lambda s: None)
