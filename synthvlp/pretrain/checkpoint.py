@@ -7,7 +7,10 @@ A state is one ``torch.save`` dict of tensors and plain values, so ``torch.load(
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     key = state["numpy_key"].numpy().astype(np.uint32)
     np.random.set_state({"bit_generator": "MT19937", "state": {"key": key, "pos": state["numpy_pos"]}, "has_gauss": 0, "gauss": 0.0})
+
+
+def state_key(value: Any) -> str:
+    """Fingerprint of ``value`` (JSON-able; other objects by ``str``): the name of the folder a training run's
+    states live in, so changed settings start afresh instead of resuming a different run."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def drop_other_states(state_dir: Path) -> None:
+    """Remove the states of other settings beside ``state_dir`` (only the current settings can be resumed)."""
+    if state_dir.parent.is_dir():
+        for stale in state_dir.parent.iterdir():
+            if stale != state_dir:
+                shutil.rmtree(stale, ignore_errors=True)
 
 
 def state_path(folder: Path, step: int) -> Path:

@@ -14,8 +14,6 @@ rendered film with (``filter.train_films``).
 from __future__ import annotations
 
 import glob
-import hashlib
-import json
 import re
 import shutil
 import time
@@ -165,8 +163,7 @@ def state_key(config: RenderTrainConfig, files: list[Path]) -> str:
     """Fingerprint of everything the weights depend on: settings (not the operational ones) and the training files."""
     plain = config.model_dump(mode="json")
     plain["train"] = {k: v for k, v in plain["train"].items() if k not in OPERATIONAL}
-    sizes = [(str(p), p.stat().st_size) for p in files]
-    return hashlib.sha256(json.dumps([plain, sizes], sort_keys=True).encode()).hexdigest()[:16]
+    return checkpoint.state_key([plain, [(str(p), p.stat().st_size) for p in files]])
 
 
 def _data_files(data: RenderDataSection) -> list[Path]:
@@ -206,10 +203,7 @@ class _Trainer:
     def restore(self) -> int:
         """Continue from the newest readable state of these settings (0 when there is none); states of other
         settings are removed, as the pre-training engine does."""
-        if (self.out_dir / "state").is_dir():
-            for stale in (self.out_dir / "state").iterdir():
-                if stale != self.state_dir:
-                    shutil.rmtree(stale, ignore_errors=True)
+        checkpoint.drop_other_states(self.state_dir)
         found = checkpoint.latest_state(self.state_dir)
         if found is None:
             return 0

@@ -8,10 +8,7 @@ together and the data position is derived from the step (``sampling.py``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -86,8 +83,7 @@ def state_key(settings: PretrainSection, seed: int, shards: Sequence[Path]) -> s
     files = [(str(p), p.stat().st_size) for p in map(Path, shards)]
     if settings.real is not None and settings.recipe != "synthetic":
         files.append((str(settings.real.csv), settings.real.csv.stat().st_size if settings.real.csv.exists() else -1))
-    blob = json.dumps([plain, seed, model_config(settings.model), files], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return checkpoint.state_key([plain, seed, model_config(settings.model), files])
 
 
 def planned_samples(settings: PretrainSection, shards: Sequence[Path], seed: int) -> int:
@@ -182,10 +178,8 @@ def _train(settings, shards, out_dir: Path, seed: int, advance, say, world: Worl
     optimizer = _optimizer(model, settings)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, settings.warmup_steps, total))
     state_dir = out_dir / "state" / state_key(settings, seed, shards)
-    if world.main and (out_dir / "state").is_dir():
-        for stale in (out_dir / "state").iterdir():
-            if stale != state_dir:
-                shutil.rmtree(stale, ignore_errors=True)
+    if world.main:
+        checkpoint.drop_other_states(state_dir)
     start = 0
     found = checkpoint.latest_state(state_dir)
     if found is not None:

@@ -10,9 +10,6 @@ it stopped, ending with the weights an uninterrupted run would have (``tests/tes
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,7 +47,7 @@ def state_key(config: RaSDConfig) -> str:
     """Fingerprint of everything the weights depend on; other settings keep a run resumable."""
     plain = config.model_dump(mode="json")
     plain["train"] = {k: v for k, v in plain["train"].items() if k not in OPERATIONAL}
-    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
+    return checkpoint.state_key(plain)
 
 
 def _all_synthesizer_states(batches: BufferedSynthesizer, world: World) -> list[dict]:
@@ -84,10 +81,8 @@ def _train(config: RaSDConfig, out_dir: Path, advance, say, world: World) -> RaS
     batches = BufferedSynthesizer.from_config(rank_config, world.device)
     loss_fn = PrototypeDisentangleLoss(config.loss, num_labels=config.fields.num_labels)
     state_dir = out_dir / "state" / state_key(config)
-    if world.main and (out_dir / "state").is_dir():
-        for stale in (out_dir / "state").iterdir():
-            if stale != state_dir:
-                shutil.rmtree(stale, ignore_errors=True)
+    if world.main:
+        checkpoint.drop_other_states(state_dir)
     name = f"rasd:{config.backbone.name}"
     start = 0
     found = checkpoint.latest_state(state_dir)
