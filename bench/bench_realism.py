@@ -3,7 +3,7 @@
 1. Renders a run with this checkout (the quickstart config at ``--size`` px with ``images.phantom`` from
    ``--phantom``, projection by default; plan + reports + images stages),
    then measures it against ``--real`` with the fixed protocol of ``synthvlp render realism`` (discriminator AUC
-   over 5 seeds, distances beside real-vs-real) and writes the table, figures and interleaved sheet to ``--out``.
+   over 5 seeds, distances beside real-vs-real) and writes the table, figures, interleaved sheet and the probes' block map to ``--out``.
 2. Times ``phantom.render`` (the projection renderer here) at ``--size`` px on one thread for this checkout and,
    if given, a peer checkout
    (``--peer-root``, e.g. ``git archive <rev>`` of the previous renderer unpacked in a scratch folder): each in its
@@ -84,7 +84,7 @@ def main() -> None:
         print(json.dumps(speed_worker(*args.speed_worker)))
         return
     sys.path.insert(0, str(REPO))
-    from synthvlp.generation.realism import interleaved_sheet, load_real, load_rendered, measure
+    from synthvlp.generation.realism import cell_map, interleaved_sheet, load_real, load_rendered, measure
 
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.skip_realism:
@@ -94,6 +94,7 @@ def main() -> None:
         result = measure(real, rendered)
         (args.out / "realism.json").write_text(json.dumps(result.as_dict(), indent=2) + "\n")
         interleaved_sheet(real.images, rendered.images).save(args.out / "sheet.png")
+        cell_map(result.probes.cell_auc).savefig(args.out / "blocks.png")
         print(result.table())
         print(f"sheet: {args.out / 'sheet.png'}; load average after realism: {os.getloadavg()[0]:.1f}\n")
     roots = {"this checkout": REPO} | ({"peer": args.peer_root.resolve()} if args.peer_root else {})

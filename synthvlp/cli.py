@@ -332,18 +332,20 @@ def render_preview(
 def render_realism(
     source: Annotated[Path, typer.Argument(help="A run folder whose images stage has run, a folder of shard-*.tar files, or one shard.", show_default=False)],
     real: Annotated[Path, typer.Option(help="Real films: a folder of PNG/JPG (its labels.csv, if any, gives paths and split) or a CSV with a 'path' column (and optionally 'split').", show_default=False)],
-    out: Annotated[Path | None, typer.Option(help="Folder for realism.md, realism.json and sheet.png (default: SOURCE/realism, or ./realism for a shard file).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for realism.md, realism.json, sheet.png and blocks.png (default: SOURCE/realism, or ./realism for a shard file).")] = None,
     size: Annotated[int, typer.Option(min=32, help="Both sets are compared at size x size pixels.")] = 256,
     limit: Annotated[int, typer.Option(min=20, help="At most this many films of each set.")] = 2000,
     steps: Annotated[int, typer.Option(min=1, help="Discriminator training steps per seed.")] = 300,
     seeds: Annotated[int, typer.Option(min=1, help="Discriminator seeds (0 .. N-1).")] = 5,
     input_size: Annotated[int, typer.Option(min=16, help="Discriminator input side (films are area-downsampled to it).")] = 64,
 ) -> None:
-    """Measure how real rendered films look: a real-vs-rendered discriminator's held-out AUC, distribution distances
-    beside the same distance between two halves of the real set, and an interleaved contact sheet."""
+    """Measure how real rendered films look: a real-vs-rendered discriminator's held-out AUC, two linear probes
+    (layout alone, intensity alone) that say what gives the films away, distribution distances beside the same
+    distance between two halves of the real set, an interleaved contact sheet and a map of where rendered films are
+    brighter or darker than real ones (blocks.png)."""
     import json
 
-    from synthvlp.generation.realism import Protocol, interleaved_sheet, load_real, load_rendered, measure
+    from synthvlp.generation.realism import Protocol, cell_map, interleaved_sheet, load_real, load_rendered, measure
     from synthvlp.store import atomic_open, write_text_atomic
 
     rendered_films = load_rendered(source, size, limit)
@@ -358,8 +360,10 @@ def render_realism(
     write_text_atomic(folder / "realism.json", json.dumps(result.as_dict(), indent=2) + "\n")
     with atomic_open(folder / "sheet.png", "wb") as handle:
         interleaved_sheet(real_films.images, rendered_films.images).save(handle, format="PNG")
+    with atomic_open(folder / "blocks.png", "wb") as handle:
+        cell_map(result.probes.cell_auc).savefig(handle, format="png")
     typer.echo(result.table())
-    typer.echo(f"wrote {folder}/realism.md, realism.json and sheet.png")
+    typer.echo(f"wrote {folder}/realism.md, realism.json, sheet.png and blocks.png")
 
 
 @render_app.command("calibrate")

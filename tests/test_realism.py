@@ -15,6 +15,7 @@ from synthvlp.errors import UserError
 from synthvlp.generation.realism import Films, Protocol, measure
 from synthvlp.generation.realism.discriminator import discriminator_auc
 from synthvlp.generation.realism.distances import NAMES, contrast, distances
+from synthvlp.generation.realism.probes import probe
 from synthvlp.store import write_shard
 
 
@@ -59,6 +60,33 @@ def test_discriminator_separates_unlike_sets_only():
     assert np.mean(discriminator_auc(real, like, protocol)) < 0.75
 
 
+def _lopsided(seed: int, n: int, size: int = 32) -> np.ndarray:
+    """Toy films whose left lung is always darker than the right one: mirrored, their layout changes and their
+    histogram does not."""
+    films = _films(seed, n, size)
+    films[:, :, : size // 2] *= 0.85
+    return films
+
+
+def test_layout_probe_sees_a_mirrored_layout_and_the_intensity_probe_does_not():
+    real, mirrored = _set(_lopsided(11, 120)), _set(_lopsided(12, 120)[:, :, ::-1].copy())
+    found = probe(real, mirrored)
+    assert found.layout > 0.95 and found.intensity < 0.7, found
+    cells = np.asarray(found.cell_auc)
+    assert cells[:, :4].mean() > 0.65 and cells[:, 4:].mean() < 0.35, cells  # mirrored: the left half is brighter
+
+
+def test_intensity_probe_sees_a_contrast_change_and_the_layout_probe_does_not():
+    real, flat = _set(_films(13, 120)), _set(0.5 + 0.6 * (_films(14, 120) - 0.5))
+    found = probe(real, flat)
+    assert found.intensity > 0.95 and found.layout < 0.7, found
+
+
+def test_probes_find_nothing_between_like_sets():
+    found = probe(_set(_films(15, 120)), _set(_films(16, 120)))
+    assert found.layout < 0.7 and found.intensity < 0.7, found
+
+
 def _png(film: np.ndarray) -> bytes:
     import io
 
@@ -84,6 +112,8 @@ def test_realism_command_writes_table_figures_and_sheet(tmp_path):
     assert len(figures["auc"]) == 2 and set(figures["distances"]) == set(NAMES)
     assert "discriminator AUC" in (run / "realism" / "realism.md").read_text()
     assert Image.open(run / "realism" / "sheet.png").width > 0
+    assert len(figures["probes"]["cell_auc"]) == 8 and "layout probe AUC" in result.output
+    assert Image.open(run / "realism" / "blocks.png").width > 0
     missing = CliRunner().invoke(app, ["render", "realism", str(run), "--real", str(tmp_path / "nowhere")])
     assert isinstance(missing.exception, UserError) and "nowhere" in str(missing.exception)
 

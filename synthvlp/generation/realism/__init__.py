@@ -3,8 +3,9 @@
 ``measure`` compares a set of rendered films with real films at the same size. Each distance is reported beside
 the same distance between two halves of the real set (both averaged over random halvings), so "2x real-vs-real"
 reads directly off the table; the
-discriminator's held-out AUC is given per seed, with its mean and standard deviation. ``synthvlp render realism``
-runs it on a run folder and writes the table, the figures as JSON and a contact sheet.
+discriminator's held-out AUC is given per seed, with its mean and standard deviation, beside two linear probes that
+stay graded where the CNN saturates (``probes``: layout alone, intensity alone). ``synthvlp render realism`` runs
+it on a run folder and writes the table, the figures as JSON, a contact sheet and the probes' block map.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import numpy as np
 from synthvlp.generation.realism.discriminator import Protocol, discriminator_auc
 from synthvlp.generation.realism.distances import NAMES, between, features
 from synthvlp.generation.realism.films import Films, load_real, load_rendered
+from synthvlp.generation.realism.probes import Probes, cell_map, probe
 from synthvlp.generation.realism.sheet import interleaved_sheet
 
-__all__ = ["Films", "Protocol", "Realism", "interleaved_sheet", "load_real", "load_rendered", "measure"]
+__all__ = ["Films", "Probes", "Protocol", "Realism", "cell_map", "interleaved_sheet", "load_real", "load_rendered", "measure"]
 
 
 HALVINGS = 10
@@ -35,6 +37,7 @@ class Realism:
     n_rendered: int
     auc: list[float]
     distances: dict[str, tuple[float, float]]
+    probes: Probes
     protocol: dict = field(default_factory=dict)
 
     @property
@@ -56,6 +59,8 @@ class Realism:
             "| measure | rendered vs real | real vs real | ratio |",
             "|---|---:|---:|---:|",
             f"| discriminator AUC (mean ± sd over {len(self.auc)} seeds) | {self.auc_mean:.3f} ± {self.auc_sd:.3f} | 0.5 | - |",
+            f"| layout probe AUC (linear, block means per film standardised) | {self.probes.layout:.3f} | 0.5 | - |",
+            f"| intensity probe AUC (linear, global histogram) | {self.probes.intensity:.3f} | 0.5 | - |",
         ]
         for name, (ours, floor) in self.distances.items():
             lines.append(f"| {name} distance | {ours:.4f} | {floor:.4f} | {ours / max(floor, 1e-12):.1f}x |")
@@ -84,4 +89,4 @@ def measure(real: Films, rendered: Films, protocol: Protocol = Protocol(), halvi
             sums[name][1] += value / halvings
     auc = discriminator_auc(real, rendered, protocol)
     distances = {name: (ours_, floor) for name, (ours_, floor) in sums.items()}
-    return Realism(real.images.shape[1], len(real.images), len(rendered.images), auc, distances, asdict(protocol))
+    return Realism(real.images.shape[1], len(real.images), len(rendered.images), auc, distances, probe(real, rendered), asdict(protocol))
