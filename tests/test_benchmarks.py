@@ -16,7 +16,7 @@ from PIL import Image
 from synthvlp.errors import UserError
 from synthvlp.evaluation.benchmarks import benchmark_names, build_chexpert_5x200, load_benchmark
 from synthvlp.evaluation.benchmarks.siim import decode_rle
-from synthvlp.generation.phantom.masks import encode_masks
+from synthvlp.masks import encode_masks
 from synthvlp.store import write_shard
 
 LABEL_FILES = Path("../shared/data/label-files")

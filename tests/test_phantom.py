@@ -9,7 +9,7 @@ from synthvlp.generation import phantom
 from synthvlp.generation.images import encode_png
 from synthvlp.generation.phantom import classic
 from synthvlp.generation.phantom.anatomy import build_body, draw_anatomy
-from synthvlp.generation.phantom.masks import box, decode_masks, encode_masks
+from synthvlp.masks import box, decode_masks, encode_masks
 from synthvlp.generation.phantom.scene import read_scene
 from synthvlp.generation.phantom.shapes import ellipse, make_grid
 from synthvlp.seeding import sample_rng

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from synthvlp.cli import app
 from synthvlp.generation import phantom
 from synthvlp.generation.images import encode_png
-from synthvlp.generation.phantom.masks import encode_masks
+from synthvlp.masks import encode_masks
 from synthvlp.generation.preview import COLOURS, contact_sheet
 from synthvlp.store import write_shard
 

@@ -89,7 +89,7 @@ def phantom_appearance(config: RunConfig):
 def _render_phantom(config: RunConfig, rows: list[dict], advance: Callable[[int], None]) -> ImageBatch:
     from synthvlp.generation import phantom
     from synthvlp.generation.phantom import classic
-    from synthvlp.generation.phantom.masks import encode_masks
+    from synthvlp.masks import encode_masks
 
     if config.images.phantom == "classic":
         if config.images.appearance:
@@ -122,7 +122,7 @@ def _store_sources(config: RunConfig, rows: list[dict], advance: Callable[[int],
     """Each sample's own film as 8-bit grayscale, resized to ``images.size`` square (chest films are close to
     square; boxes scale with the film), and its boxes as rectangular masks in the stored pixels."""
     from synthvlp.errors import UserError
-    from synthvlp.generation.phantom.masks import encode_masks
+    from synthvlp.masks import encode_masks
 
     size = config.images.size
     samples, boxes = [], []

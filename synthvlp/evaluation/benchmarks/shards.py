@@ -18,7 +18,7 @@ from synthvlp.errors import UserError
 from synthvlp.evaluation.benchmarks._common import existing, label_matrix
 from synthvlp.evaluation.benchmarks.base import LabelledSet, Region
 from synthvlp.evaluation.labels import harmonise
-from synthvlp.generation.phantom.masks import decode_masks
+from synthvlp.masks import decode_masks
 from synthvlp.store import read_shard
 
 VALUES = {"absent": 0.0, "uncertain": float("nan"), "present": 1.0}

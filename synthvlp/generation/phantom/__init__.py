@@ -5,7 +5,8 @@ each finding drawn where and how it appears (``findings``), combined physically 
 displayed as a detector would (``appearance``), with what departments add (``acquisition``: leads, markers,
 labels, collimation).
 Because the renderer knows where it drew every finding, each image comes with a mask and box per finding
-(``masks``): pixel-exact grounding labels. Entities it cannot draw become a generic opacity and are reported.
+(coded by ``synthvlp.masks``, which evaluation reads them with): pixel-exact grounding labels. Entities it cannot
+draw become a generic opacity and are reported.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from synthvlp.generation.phantom.anatomy import Body, build_body, draw_anatomy
 from synthvlp.generation.phantom.appearance import Appearance, expose
 from synthvlp.generation.phantom.composite import compose
 from synthvlp.generation.phantom.findings import Effect, draw
-from synthvlp.generation.phantom.masks import box
 from synthvlp.generation.phantom.memory import keep_heap
 from synthvlp.generation.phantom.scene import Scene, read_scene
+from synthvlp.masks import box
 
 NAME = "phantom"
 VERSION = "2.1.0"

@@ -16,9 +16,9 @@ from synthvlp.generation.phantom.classic.anatomy import build_body, draw_anatomy
 from synthvlp.generation.phantom.classic.appearance import randomise
 from synthvlp.generation.phantom.classic.composite import compose
 from synthvlp.generation.phantom.classic.findings import draw
-from synthvlp.generation.phantom.masks import box
 from synthvlp.generation.phantom.memory import keep_heap
 from synthvlp.generation.phantom.scene import read_scene
+from synthvlp.masks import box
 
 NAME = "phantom"
 VERSION = "1.0.0"

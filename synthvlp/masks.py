@@ -2,7 +2,8 @@
 
 One PNG holds every mask because overlapping findings (an effusion under a consolidation) need a pixel to carry
 several labels; bit ``i`` of a pixel is set when finding ``i`` of the sample's ``masks`` list covers it. Up to
-8 findings fit an 8-bit PNG, up to 16 a 16-bit one.
+8 findings fit an 8-bit PNG, up to 16 a 16-bit one. A core module: the renderers (generation) write the PNG and
+the ``shards`` benchmark (evaluation) reads it, and stages never import each other.
 """
 
 from __future__ import annotations
