@@ -464,7 +464,7 @@ def serve(
     if engine == "transformers":
         import torch
 
-        from synthvlp.generation.writers.hf_local import LocalModel, check_model_path
+        from synthvlp.llm.engine import LocalModel, check_model_path
         from synthvlp.serving.openai_server import serve as run_server
 
         check_model_path(model)

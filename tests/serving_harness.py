@@ -24,7 +24,7 @@ import asyncio, itertools, json, sys
 import torch
 torch.set_num_threads(1)
 import uvicorn
-from synthvlp.generation.writers.hf_local import LocalModel
+from synthvlp.llm.engine import LocalModel
 from synthvlp.serving.openai_server import create_app
 
 model_path, port, max_batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

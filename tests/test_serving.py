@@ -74,7 +74,7 @@ def test_a_request_whose_client_gives_up_is_cancelled(server):
 
 
 def test_serve_refuses_an_empty_or_non_model_path(tmp_path):
-    from synthvlp.generation.writers.hf_local import check_model_path
+    from synthvlp.llm.engine import check_model_path
 
     with pytest.raises(UserError, match="model path is empty"):
         check_model_path("")
@@ -143,7 +143,7 @@ def test_synthvlp_run_with_the_openai_backend_writes_manifest_columns_and_report
 def test_api_key_is_required_when_set_but_not_for_health(tiny_model):
     from fastapi.testclient import TestClient
 
-    from synthvlp.generation.writers.hf_local import LocalModel
+    from synthvlp.llm.engine import LocalModel
     from synthvlp.serving.openai_server import create_app
 
     with TestClient(create_app(LocalModel(tiny_model), api_key="sekret")) as client:

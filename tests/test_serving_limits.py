@@ -17,7 +17,8 @@ import pytest
 from serving_harness import free_port
 from tiny_lm import build_tiny_lm
 
-from synthvlp.generation.writers.hf_local import Batcher, GenRequest, LocalModel
+from synthvlp.llm.batcher import Batcher
+from synthvlp.llm.engine import GenRequest, LocalModel
 from synthvlp.serving.health import wait_healthy
 
 

@@ -148,3 +148,31 @@ def test_packaged_prompts_load_from_any_working_directory(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     prompts = load_prompts(load_config(None, []).reports.prompts)
     assert prompts.examples and "FINDINGS" in prompts.system.render(json=False).upper()
+
+
+def test_transformers_backend_writes_seeded_json_reports_through_the_shared_engine(tmp_path):
+    """The ``transformers`` writer drives ``synthvlp.llm`` in-process: a schema-shaped answer, the same text for the
+    same request whatever it is batched with."""
+    import asyncio
+
+    from tiny_lm import build_tiny_lm
+
+    from synthvlp.config import ReportsSection
+    from synthvlp.generation.writers.hf_local import LocalModelWriter
+
+    settings = ReportsSection(backend="transformers", model_path=build_tiny_lm(tmp_path / "lm"), max_tokens=16,
+                              structured_output="json_schema", batch_size=4)
+    writer = LocalModelWriter(settings)
+    plan = [entity("pleural effusion", side="left")]
+
+    async def write(ids):
+        await writer.start()
+        try:
+            return await asyncio.gather(*(writer.write(WriteRequest(i, plan, run_seed=3)) for i in ids))
+        finally:
+            await writer.stop()
+
+    alone = asyncio.run(write(["s1"]))[0]
+    batched = asyncio.run(write(["s0", "s1", "s2"]))
+    assert writer.tag.startswith("transformers@") and "malformed" not in alone.meta
+    assert batched[1] == alone, "a request's report does not depend on its batch-mates"

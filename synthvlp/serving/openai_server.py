@@ -34,7 +34,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from synthvlp.generation.writers.hf_local import Batcher, GenRequest, GenResult, LocalModel
+from synthvlp.llm.batcher import Batcher
+from synthvlp.llm.engine import GenRequest, GenResult, LocalModel
 
 log = logging.getLogger(__name__)
 MAX_SEED = 2**63 - 1
