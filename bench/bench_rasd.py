@@ -209,10 +209,11 @@ def downstream(args: argparse.Namespace) -> str:
     import math
 
     import numpy as np
-    import torch
 
+    from rasd_transfer import finetune_dice, pretrain  # bench/rasd_transfer.py: this check's own small loop
+
+    from synthvlp.evaluation.segmentation_data import load_segmentation_csv
     from synthvlp.rasd import BackboneConfig, FieldsConfig, RaSDConfig, StreamConfig
-    from synthvlp.rasd.downstream import finetune_dice, load_segmentation_csv, pretrain
     from synthvlp.threads import apply
 
     apply("compute", args.threads)

@@ -696,7 +696,7 @@ def finetune(
         import numpy as np
 
         from synthvlp.evaluation.segmentation import EncoderSource, finetune_segmentation, input_size
-        from synthvlp.rasd.downstream import load_segmentation_csv
+        from synthvlp.evaluation.segmentation_data import load_segmentation_csv
 
         source = EncoderSource.from_checkpoint(checkpoint)
         images = load_segmentation_csv(data, input_size(source.visual)[0])

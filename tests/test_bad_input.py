@@ -246,7 +246,7 @@ def _filter_real_reader(path: Path, tmp_path: Path) -> None:
 
 
 def _segmentation_reader(path: Path, tmp_path: Path) -> None:
-    from synthvlp.rasd.downstream import load_segmentation_csv
+    from synthvlp.evaluation.segmentation_data import load_segmentation_csv
 
     load_segmentation_csv(path, 32)
 

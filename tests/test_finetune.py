@@ -17,7 +17,7 @@ from synthvlp.evaluation.finetune import full_finetune, label_fraction_split, li
 from synthvlp.evaluation.segmentation import (EncoderSource, build_unet, dice_scores, finetune_segmentation, input_size,
                                               train_segmentation)
 from synthvlp.models import build_clip, save_clip_checkpoint, save_image_encoder
-from synthvlp.rasd.downstream import SegmentationSet, load_segmentation_csv
+from synthvlp.evaluation.segmentation_data import SegmentationSet, dice_per_image, load_segmentation_csv
 
 from conftest import SHARED_DATA
 
@@ -178,3 +178,10 @@ def test_covid_lungs_segmentation_at_ten_percent():
                                     fractions=(0.1,), seeds=(0,), epochs=30, say=print)
     assert {r["init"] for r in results} == {"pretrained", "scratch"}
     assert all(r["dice_mean"] > 0.3 for r in results)
+
+
+def test_dice_hand_cases():
+    masks = torch.tensor([[[[1, 1, 0, 0]]], [[[0, 0, 0, 0]]], [[[1, 0, 0, 0]]]])
+    predicted = torch.tensor([[[[1, 0, 0, 0]]], [[[0, 0, 0, 0]]], [[[0, 1, 0, 0]]]])
+    logits = torch.nn.functional.one_hot(predicted[:, 0], 2).permute(0, 3, 1, 2).float()
+    assert dice_per_image(logits, masks).tolist() == pytest.approx([2 / 3, 1.0, 0.0])

@@ -1,23 +1,20 @@
-"""RaSD pre-training and the downstream transfer check, on CPU with tiny MONAI UNets."""
+"""The RaSD transfer bench's loop (bench/rasd_transfer.py): pre-training and fine-tuning on CPU with tiny MONAI UNets."""
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
+from synthvlp.evaluation.segmentation_data import load_segmentation_csv
 from synthvlp.rasd import BackboneConfig, FieldsConfig, RaSDConfig, StreamConfig
-from synthvlp.rasd.downstream import dice_per_image, finetune_dice, load_segmentation_csv, pretrain
 
 pytest.importorskip("monai")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from rasd_transfer import finetune_dice, pretrain  # noqa: E402  (bench/ is not a package)
 
 TINY = BackboneConfig(name="unet", out_channels=8, channels=(8, 16))
-
-
-def test_dice_hand_cases():
-    masks = torch.tensor([[[[1, 1, 0, 0]]], [[[0, 0, 0, 0]]], [[[1, 0, 0, 0]]]])
-    predicted = torch.tensor([[[[1, 0, 0, 0]]], [[[0, 0, 0, 0]]], [[[0, 1, 0, 0]]]])
-    logits = torch.nn.functional.one_hot(predicted[:, 0], 2).permute(0, 3, 1, 2).float()
-    assert dice_per_image(logits, masks).tolist() == pytest.approx([2 / 3, 1.0, 0.0])
 
 
 def test_load_finetune_round_trip(tmp_path):

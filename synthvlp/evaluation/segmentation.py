@@ -3,7 +3,7 @@
 An open_clip ViT gives token grids of one resolution, so its decoder is UNETR's (MONAI blocks): evenly spaced
 layers' patch tokens are upsampled to 1/2, 1/4, ... of the image and joined on the way up, and the image itself
 feeds the full-resolution skip. A ModifiedResNet gives a pyramid (1/4 to 1/32), decoded by MONAI's U-Net decoder.
-Scores are the foreground Dice per test image (``synthvlp.rasd.downstream.dice_per_image``) with a percentile
+Scores are the foreground Dice per test image (``segmentation_data.dice_per_image``) with a percentile
 bootstrap CI over test images (``synthvlp.bootstrap``).
 """
 
@@ -26,7 +26,7 @@ from synthvlp.bootstrap import percentile_bootstrap
 from synthvlp.checkpoints import load_checkpoint
 from synthvlp.errors import UserError
 from synthvlp.models import IMAGE_ENCODER_FORMAT, build_clip, load_clip_checkpoint, load_image_encoder
-from synthvlp.rasd.downstream import SegmentationSet, dice_per_image
+from synthvlp.evaluation.segmentation_data import SegmentationSet, dice_per_image
 
 Say = Callable[[str], None]
 
