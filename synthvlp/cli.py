@@ -7,7 +7,7 @@ traceback means a bug. Heavy libraries are imported inside commands so ``--help`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from typer.core import TyperCommand, TyperGroup
 from synthvlp import __version__
 from synthvlp.config import STAGES, dump_yaml, load_config
 from synthvlp.errors import UserError
+
+if TYPE_CHECKING:
+    from synthvlp.serving.vllm_launcher import VllmSettings
 
 app = typer.Typer(
     name="synthvlp",
@@ -462,43 +465,55 @@ def serve(
 
     key = os.environ.get(api_key_env) or None
     if engine == "transformers":
-        import torch
-
-        from synthvlp.llm.engine import LocalModel, check_model_path
-        from synthvlp.serving.openai_server import serve as run_server
-
-        check_model_path(model)
-        if threads is not None:
-            torch.set_num_threads(threads)
-        console.print(f"loading {model} on {device} ({torch.get_num_threads()} CPU threads) ...")
-        local = LocalModel(model, device)
-        console.print(f"serving {served_model_name or local.name} at http://{host}:{port}/v1 (Ctrl-C stops)")
-        run_server(local, host=host, port=port, grace_period_s=grace_period, max_batch=max_batch, api_key=key, max_body_bytes=max_body_bytes,
-                   max_tokens_limit=max_tokens_limit, max_request_tokens=max_request_tokens, request_timeout_s=request_timeout,
-                   model_name=served_model_name)
+        _serve_transformers(model, device, threads, host=host, port=port, grace_period_s=grace_period, max_batch=max_batch,
+                            api_key=key, max_body_bytes=max_body_bytes, max_tokens_limit=max_tokens_limit,
+                            max_request_tokens=max_request_tokens, request_timeout_s=request_timeout, model_name=served_model_name)
     elif engine == "vllm":
-        import signal
-
-        from synthvlp.serving.vllm_launcher import VllmServer, VllmSettings
-
         if vllm_python is None:
             raise UserError("--engine vllm needs --vllm-python, the python of a separate venv where vLLM is installed")
-        settings = VllmSettings(model=model, python=vllm_python, host=host, port=port, max_model_len=max_model_len, api_key=key,
-                                tensor_parallel_size=tensor_parallel_size, served_model_name=served_model_name, extra_args=vllm_arg or [])
-        server = VllmServer(settings)
+        from synthvlp.serving.vllm_launcher import VllmSettings
 
-        def interrupt(signum: int, frame: object) -> None:  # SIGTERM stops vLLM as cleanly as Ctrl-C does
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, interrupt)
-        try:
-            server.start(timeout_s=startup_timeout)
-            console.print(f"vllm serving {model} at {server.base_url} (Ctrl-C stops)")
-            server.process.wait()
-        finally:
-            server.stop()
+        _serve_vllm(VllmSettings(model=model, python=vllm_python, host=host, port=port, max_model_len=max_model_len, api_key=key,
+                                 tensor_parallel_size=tensor_parallel_size, served_model_name=served_model_name,
+                                 extra_args=vllm_arg or []), startup_timeout)
     else:
         raise UserError(f"--engine {engine!r}: use 'transformers' or 'vllm'")
+
+
+def _serve_transformers(model: str, device: str, threads: int | None, host: str, port: int, model_name: str | None, **options) -> None:
+    """Load ``model`` into the local LLM engine and run the built-in server (``options``: its limits) until stopped."""
+    import torch
+
+    from synthvlp.llm.engine import LocalModel, check_model_path
+    from synthvlp.serving.openai_server import serve as run_server
+
+    check_model_path(model)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    console.print(f"loading {model} on {device} ({torch.get_num_threads()} CPU threads) ...")
+    local = LocalModel(model, device)
+    console.print(f"serving {model_name or local.name} at http://{host}:{port}/v1 (Ctrl-C stops)")
+    run_server(local, host=host, port=port, model_name=model_name, **options)
+
+
+def _serve_vllm(settings: VllmSettings, startup_timeout: float) -> None:
+    """Start ``vllm serve`` with ``settings`` and wait on it; Ctrl-C or SIGTERM stops it."""
+    import signal
+
+    from synthvlp.serving.vllm_launcher import VllmServer
+
+    server = VllmServer(settings)
+
+    def interrupt(signum: int, frame: object) -> None:  # SIGTERM stops vLLM as cleanly as Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        server.start(timeout_s=startup_timeout)
+        console.print(f"vllm serving {settings.model} at {server.base_url} (Ctrl-C stops)")
+        server.process.wait()
+    finally:
+        server.stop()
 
 
 def _wanted_classes(option: str | None, available: list[str], benchmark: str) -> list[str]:

@@ -28,6 +28,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -54,9 +55,6 @@ def create_app(model: LocalModel, max_batch: int = 8, api_key: str | None = None
                model_name: str | None = None) -> Any:
     """The FastAPI app; ``model_name`` is what /v1/models lists (default: the model's folder or file name)."""
     batcher = Batcher(model, max_batch=max_batch)
-    name = model_name or model.name
-    budget = min(max_request_tokens, model.context_length or max_request_tokens)
-    why_budget = "the model's context" if budget < max_request_tokens else "this server's per-request budget (--max-request-tokens)"
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -66,59 +64,87 @@ def create_app(model: LocalModel, max_batch: int = 8, api_key: str | None = None
 
     app = FastAPI(title="synthvlp OpenAI-compatible server", lifespan=lifespan)
     app.state.batcher = batcher
+    app.middleware("http")(_guard(api_key, max_body_bytes))
+    completions = _Completions(model, batcher, max_body_bytes, max_tokens_limit, max_request_tokens, request_timeout_s)
+    _add_routes(app, completions, model_name or model.name, max_batch)
+    return app
 
-    def error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-        return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
 
-    @app.middleware("http")
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+
+def _guard(api_key: str | None, max_body_bytes: int) -> Callable:
+    """The HTTP middleware: the API key (except on /health) and a body size announced over the limit, both refused
+    before the body is read."""
+
     async def guard(request: Request, call_next):
         if request.url.path == "/health":
             return await call_next(request)
         if api_key is not None:
             given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(given.encode(), api_key.encode()):
-                return error(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
+                return _error(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            return error(413, f"request body of {length} bytes exceeds the limit of {max_body_bytes}")
+            return _error(413, f"request body of {length} bytes exceeds the limit of {max_body_bytes}")
         return await call_next(request)
 
-    async def admit(gen: GenRequest, text: str) -> GenRequest:
+    return guard
+
+
+class _Completions:
+    """One completion request from body to result: parsed, admitted against the token budget, then run in the
+    batcher under the per-request timeout; every failure is an error response that concerns this request alone."""
+
+    def __init__(self, model: LocalModel, batcher: Batcher, max_body_bytes: int, max_tokens_limit: int,
+                 max_request_tokens: int, request_timeout_s: float) -> None:
+        self.model, self.batcher = model, batcher
+        self.max_body_bytes, self.max_tokens_limit, self.request_timeout_s = max_body_bytes, max_tokens_limit, request_timeout_s
+        self.budget = min(max_request_tokens, model.context_length or max_request_tokens)
+        self.why_budget = "the model's context" if self.budget < max_request_tokens else "this server's per-request budget (--max-request-tokens)"
+
+    async def admit(self, gen: GenRequest, text: str) -> GenRequest:
         """Render and count the prompt; refuse it if prompt + max_tokens exceeds the budget. A cheap bound first:
         no token covers more than ``max_token_chars`` characters, so a huge prompt is refused without tokenising."""
+        model, budget = self.model, self.budget
         if len(text) // model.max_token_chars + gen.max_tokens > budget:
-            raise Refused(f"prompt of at least {len(text) // model.max_token_chars} tokens + max_tokens {gen.max_tokens} exceeds {why_budget} of {budget} tokens")
+            raise Refused(f"prompt of at least {len(text) // model.max_token_chars} tokens + max_tokens {gen.max_tokens} exceeds {self.why_budget} of {budget} tokens")
         try:
             rendered, count = await asyncio.to_thread(model.prompt_tokens, gen)
         except Exception as exc:  # noqa: BLE001 - the chat template (Jinja) raises what it likes for messages it refuses
             raise Refused(f"messages cannot be formatted by the model's chat template: {str(exc)[:200]}") from None
         if count + gen.max_tokens > budget:
-            raise Refused(f"prompt of {count} tokens + max_tokens {gen.max_tokens} exceeds {why_budget} of {budget} tokens")
+            raise Refused(f"prompt of {count} tokens + max_tokens {gen.max_tokens} exceeds {self.why_budget} of {budget} tokens")
         gen.prompt, gen.messages = rendered, None
         return gen
 
-    async def complete(request: Request, parse) -> Any:
+    async def __call__(self, request: Request, parse: Callable[[dict], tuple[GenRequest, str]]) -> GenResult | JSONResponse:
         """Parse, admit and run one request, answering every failure with an error that concerns it alone."""
         arrived = time.monotonic()
         try:
-            body = await _body(request, max_body_bytes)
+            body = await _body(request, self.max_body_bytes)
             gen, text = parse(body)
-            gen.max_tokens, gen.temperature, gen.seed = _sampling(body, max_tokens_limit)
-            gen = await admit(gen, text)
+            gen.max_tokens, gen.temperature, gen.seed = _sampling(body, self.max_tokens_limit)
+            gen = await self.admit(gen, text)
         except Refused as refused:
-            return error(refused.status, str(refused))
-        gen.deadline = arrived + request_timeout_s
+            return _error(refused.status, str(refused))
+        gen.deadline = arrived + self.request_timeout_s
         try:
-            result = await asyncio.wait_for(_unless_disconnected(request, batcher, gen), timeout=max(0.0, gen.deadline - time.monotonic()))
+            result = await asyncio.wait_for(_unless_disconnected(request, self.batcher, gen), timeout=max(0.0, gen.deadline - time.monotonic()))
         except asyncio.TimeoutError:
-            return error(504, f"generation did not finish within the server's per-request timeout of {request_timeout_s:g} s; "
-                              "ask for fewer max_tokens", "timeout_error")
+            return _error(504, f"generation did not finish within the server's per-request timeout of {self.request_timeout_s:g} s; "
+                               "ask for fewer max_tokens", "timeout_error")
         except Exception:  # noqa: BLE001 - the engine failed on this request alone (its batch-mates were retried)
             log.exception("generation failed")
-            return error(500, "generation failed for this request", "server_error")
+            return _error(500, "generation failed for this request", "server_error")
         if result is None:
-            return error(499, "client closed the request; its generation was cancelled")
+            return _error(499, "client closed the request; its generation was cancelled")
         return result
+
+
+def _add_routes(app: FastAPI, complete: _Completions, name: str, max_batch: int) -> None:
+    """/health, /stats, /v1/models and the two completion endpoints."""
 
     @app.get("/health")
     async def health() -> dict:
@@ -126,7 +152,7 @@ def create_app(model: LocalModel, max_batch: int = 8, api_key: str | None = None
 
     @app.get("/stats")
     async def stats() -> dict:
-        return batcher.stats.as_dict()
+        return complete.batcher.stats.as_dict()
 
     @app.get("/v1/models")
     async def models() -> dict:
@@ -145,8 +171,6 @@ def create_app(model: LocalModel, max_batch: int = 8, api_key: str | None = None
         if isinstance(result, JSONResponse):
             return result
         return _completion("text_completion", name, result, {"index": 0, "text": result.text, "finish_reason": result.finish_reason})
-
-    return app
 
 
 async def _unless_disconnected(request: Request, batcher: Batcher, gen: GenRequest) -> GenResult | None:
