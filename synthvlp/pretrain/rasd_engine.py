@@ -23,7 +23,7 @@ from synthvlp.errors import UserError
 from synthvlp.models import save_image_encoder
 from synthvlp.pretrain import checkpoint
 from synthvlp.pretrain.distributed import World, all_reduce_flag, close_world, init_world
-from synthvlp.pretrain.engine import warmup_cosine
+from synthvlp.pretrain.trainer import warmup_cosine
 from synthvlp.pretrain.logs import TrainLog
 from synthvlp.rasd import BufferedSynthesizer, PrototypeDisentangleLoss, RaSDConfig, build_backbone
 
