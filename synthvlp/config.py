@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from synthvlp.errors import ConfigError
+from synthvlp.registry import Registry
 
 T = TypeVar("T", bound=BaseModel)
 STAGES: tuple[str, ...] = ("plan", "reports", "images", "filter", "balance", "pretrain", "evaluate")
@@ -339,6 +340,13 @@ class RealDataSection(Section):
     holdout_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of groups held out of pre-training (for a later evaluation), chosen by a seeded hash.")
 
 
+OBJECTIVES: Registry = Registry("pretrain.objective", {
+    "clip": "synthvlp.pretrain.engine:ClipObjective",
+    "gloria": "synthvlp.pretrain.engine:GloriaObjective",
+})
+"""The training objectives ``pretrain.objective`` names, each a ``synthvlp.pretrain.engine.ClipObjective`` (docs/extending.md)."""
+
+
 class PretrainSection(Section):
     """CLIP/ConVIRT or GLoRIA pre-training of an open_clip model on synthetic, real or mixed data.
 
@@ -347,7 +355,8 @@ class PretrainSection(Section):
     """
 
     model: str = Field("synthvlp-tiny", description="open_clip model config name (ours or open_clip's); `synthvlp models list`.")
-    objective: Literal["clip", "gloria"] = Field("clip", description="'clip': symmetric InfoNCE (ConVIRT-style); 'gloria': plus GLoRIA's local word-region loss.")
+    objective: str = Field(
+        "clip", description="The training objective, by its name in config.OBJECTIVES: 'clip': symmetric InfoNCE (ConVIRT-style); 'gloria': plus GLoRIA's local word-region loss.")
     gloria: GloriaSection = Field(default_factory=GloriaSection)
     targets: Literal["pairs", "labels"] = Field(
         "pairs", description="'pairs': an image's only positive is its own report (CLIP/ConVIRT); 'labels': soft targets from the finding labels the entity extractor reads in each report (MedCLIP's semantic matching), so reports stating the same findings are not pushed apart.")
@@ -372,6 +381,11 @@ class PretrainSection(Section):
     keep_checkpoints: int = operational(2, ge=1, description="Resumable states kept on disk (newest first).")
     image_encoder: Path | None = Field(None, description="Initialise the image tower from this encoder checkpoint (e.g. RaSD-pretrained; see synthvlp.models.save_image_encoder).")
     tensorboard: bool = operational(True, description="Also write TensorBoard event files under pretrain/tensorboard.")
+
+    @field_validator("objective")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        return OBJECTIVES.check(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> PretrainSection:

@@ -1,6 +1,6 @@
 """CLIP-style pre-training of a ``MedVLP`` model: the objectives ``pretrain.objective`` names, and ``train``.
 
-Each objective is a class in ``OBJECTIVES`` (CLIP/ConVIRT InfoNCE, GLoRIA's local-global loss); all of them read
+Each objective is a class that ``config.OBJECTIVES`` names (CLIP/ConVIRT InfoNCE, GLoRIA's local-global loss); all of them read
 the same data (synthetic shards, a real CSV or both, ``sampling.py``) and write the same ``checkpoint.pt``, and
 they run in the shared training skeleton (``trainer.fit``: torchrun DDP, accumulation, warm-up + cosine, bf16 on
 GPU, exact resume). ``train`` is a pure function of (settings, data, seed) plus whatever resumable state
@@ -14,12 +14,11 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
 
 import torch
 
-from synthvlp.config import PretrainSection, without_operational
-from synthvlp.errors import ConfigError, UserError
+from synthvlp.config import OBJECTIVES, PretrainSection, without_operational
+from synthvlp.errors import UserError
 from synthvlp.models import build_clip, load_image_encoder, model_config, save_clip_checkpoint
 from synthvlp.pretrain import checkpoint
 from synthvlp.pretrain.data import Batch, CsvSource, PairDataset, ShardSource, collate
@@ -68,7 +67,7 @@ def build_model(settings: PretrainSection) -> tuple[MedVLP, Callable, Callable]:
         load_image_encoder(settings.image_encoder, clip.visual)
     size = model_config(settings.model)["vision_cfg"].get("image_size", 224)
     size = size if isinstance(size, int) else size[0]
-    local_dim = objective_class(settings.objective).local_dim(settings)
+    local_dim = OBJECTIVES.load(settings.objective).local_dim(settings)
     return MedVLP(clip, local_dim, size, tokenizer.context_length), train_transform, tokenizer
 
 
@@ -225,33 +224,6 @@ class GloriaObjective(ClipObjective):
         return self.settings.gloria.global_weight * global_loss + self.settings.gloria.local_weight * local_loss
 
 
-OBJECTIVES: dict[str, type[ClipObjective]] = {
-    "clip": ClipObjective,
-    "gloria": GloriaObjective,
-}
-"""``pretrain.objective`` name -> objective class; the names must be those ``PretrainSection.objective`` accepts."""
-
-
-def objective_class(name: str) -> type[ClipObjective]:
-    """The registered objective ``name``; an unknown one is a ``ConfigError`` listing the registered names."""
-    if name not in OBJECTIVES:
-        raise ConfigError(f"pretrain.objective = {name!r}: no such objective; registered: {', '.join(sorted(OBJECTIVES))}")
-    return OBJECTIVES[name]
-
-
-def check_registry() -> None:
-    """The config's ``pretrain.objective`` choices and the registry must name the same objectives."""
-    accepted = set(get_args(PretrainSection.model_fields["objective"].annotation))
-    if accepted != set(OBJECTIVES):
-        raise ConfigError(
-            f"pretrain.objective accepts {sorted(accepted)} but synthvlp/pretrain/engine.py OBJECTIVES registers {sorted(OBJECTIVES)}; "
-            "list every registered name in PretrainSection.objective's Literal (synthvlp/config.py)"
-        )
-
-
-check_registry()
-
-
 def train(
     settings: PretrainSection,
     shards: Sequence[Path],
@@ -262,7 +234,7 @@ def train(
 ) -> TrainResult:
     """Train (or resume training) ``settings.model`` with ``settings.objective``; writes ``checkpoint.pt`` and
     ``log.csv`` to ``out_dir``. ``advance(n)`` gets the samples each step consumed, on the main process."""
-    objective = objective_class(settings.objective)(settings, shards, Path(out_dir), seed, say)
+    objective = OBJECTIVES.load(settings.objective)(settings, shards, Path(out_dir), seed, say)
     done = fit(objective, advance, say)
     return TrainResult(
         steps=done.steps, samples=done.steps * settings.batch_size, final_loss=done.final_loss, seconds=done.seconds,
