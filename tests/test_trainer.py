@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from synthvlp.config import OBJECTIVES, PretrainSection, load_config, without_operational
+from synthvlp.config import OBJECTIVES, OPERATIONAL, PretrainSection, RenderTrainSection, load_config, without_operational
 from synthvlp.errors import ConfigError, UserError
 from synthvlp.pretrain import checkpoint, engine
 from synthvlp.pretrain.trainer import Built, Loop, Objective, fit
@@ -111,6 +111,14 @@ def test_operational_settings_are_left_out_of_what_the_weights_depend_on():
     assert "threads" not in base and "gloria" in base
     rasd = without_operational(RaSDConfig.model_validate({"train": {"out_dir": "x", "threads": 3}}))
     assert rasd == without_operational(RaSDConfig()) and "out_dir" not in rasd["train"] and "steps" in rasd["train"]
+
+
+def test_the_render_trainers_own_list_names_the_operational_fields():
+    """diffusion_engine still filters by its own tuple (until it runs in the skeleton); it must match the marks."""
+    from synthvlp.pretrain import diffusion_engine
+
+    marked = {name for name, field in RenderTrainSection.model_fields.items() if (field.json_schema_extra or {}).get(OPERATIONAL)}
+    assert set(diffusion_engine.OPERATIONAL) == marked
 
 
 def test_add_a_loss_example_of_the_docs_runs_as_written(tmp_path):

@@ -23,7 +23,7 @@ from synthvlp.errors import UserError
 from synthvlp.models import save_image_encoder
 from synthvlp.pretrain import checkpoint
 from synthvlp.pretrain.distributed import World
-from synthvlp.pretrain.trainer import Built, Loop, Objective, fit
+from synthvlp.pretrain.trainer import Built, Fitted, Loop, Objective, fit
 from synthvlp.rasd import BufferedSynthesizer, PrototypeDisentangleLoss, RaSDConfig, build_backbone
 
 LOG_COLUMNS = ("step", "loss", "pull", "push", "lr", "samples_per_s")
@@ -31,13 +31,7 @@ BACKBONE_FORMAT = "synthvlp.rasd_backbone/1"
 
 
 @dataclass
-class RaSDResult:
-    steps: int
-    final_loss: float
-    seconds: float
-    samples_per_second: float
-    resumed_from: int
-    world_size: int
+class RaSDResult(Fitted):
     backbone: Path
 
 
@@ -114,7 +108,7 @@ def train_rasd(config: RaSDConfig, advance: Callable[[int], None] = lambda n: No
     ``config.train.out_dir``. ``advance(n)`` gets the samples each step consumed, on the main process."""
     done = fit(RaSDObjective(config, say), advance, say)
     backbone = Path(config.train.out_dir) / "backbone.pt"
-    return RaSDResult(done.steps, done.final_loss, done.seconds, done.samples_per_second, done.resumed_from, done.world_size, backbone)
+    return RaSDResult(**vars(done), backbone=backbone)
 
 
 def save_backbone(path: Path, config: RaSDConfig, net: torch.nn.Module, steps: int) -> None:
