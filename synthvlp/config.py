@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from synthvlp.errors import ConfigError
+from synthvlp.registry import Registry
 
 T = TypeVar("T", bound=BaseModel)
 STAGES: tuple[str, ...] = ("plan", "reports", "images", "filter", "balance", "pretrain", "evaluate")
@@ -22,6 +23,31 @@ STAGES: tuple[str, ...] = ("plan", "reports", "images", "filter", "balance", "pr
 NOT_FINGERPRINTED: dict[str, tuple[str, ...]] = {"run": ("name", "out_dir", "executor", "ray"), "plan": ("source_corpus",)}
 """Settings no stage output depends on (names, places, where units execute, and the corpus only the run report
 compares with): changing them redoes nothing, and a run folder accepts them without --force."""
+
+
+OPERATIONAL = "operational"
+"""The ``json_schema_extra`` key that marks a setting as operational (see ``operational``)."""
+
+
+def operational(*args: Any, **kwargs: Any) -> Any:
+    """A ``Field`` for a setting that changes how training goes but not the weights it ends with (threads,
+    checkpoint cadence, log writers, where the run lives). The one place such settings are declared: the
+    training engines leave them out of their state fingerprints (``without_operational``), so changing one keeps
+    a run resumable."""
+    return Field(*args, json_schema_extra={OPERATIONAL: True}, **kwargs)
+
+
+def without_operational(model: BaseModel) -> dict[str, Any]:
+    """``model`` as plain JSON values without its ``operational`` fields, at any depth of nested sections: what
+    trained weights depend on."""
+    plain = model.model_dump(mode="json")
+    for name, field in type(model).model_fields.items():
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get(OPERATIONAL):
+            del plain[name]
+        elif isinstance(getattr(model, name), BaseModel):
+            plain[name] = without_operational(getattr(model, name))
+    return plain
 
 
 class Section(BaseModel):
@@ -314,6 +340,13 @@ class RealDataSection(Section):
     holdout_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of groups held out of pre-training (for a later evaluation), chosen by a seeded hash.")
 
 
+OBJECTIVES: Registry = Registry("pretrain.objective", {
+    "clip": "synthvlp.pretrain.engine:ClipObjective",
+    "gloria": "synthvlp.pretrain.engine:GloriaObjective",
+})
+"""The training objectives ``pretrain.objective`` names, each a ``synthvlp.pretrain.engine.ClipObjective`` (docs/extending.md)."""
+
+
 class PretrainSection(Section):
     """CLIP/ConVIRT or GLoRIA pre-training of an open_clip model on synthetic, real or mixed data.
 
@@ -322,7 +355,8 @@ class PretrainSection(Section):
     """
 
     model: str = Field("synthvlp-tiny", description="open_clip model config name (ours or open_clip's); `synthvlp models list`.")
-    objective: Literal["clip", "gloria"] = Field("clip", description="'clip': symmetric InfoNCE (ConVIRT-style); 'gloria': plus GLoRIA's local word-region loss.")
+    objective: str = Field(
+        "clip", description="The training objective, by its name in config.OBJECTIVES: 'clip': symmetric InfoNCE (ConVIRT-style); 'gloria': plus GLoRIA's local word-region loss.")
     gloria: GloriaSection = Field(default_factory=GloriaSection)
     targets: Literal["pairs", "labels"] = Field(
         "pairs", description="'pairs': an image's only positive is its own report (CLIP/ConVIRT); 'labels': soft targets from the finding labels the entity extractor reads in each report (MedCLIP's semantic matching), so reports stating the same findings are not pushed apart.")
@@ -341,12 +375,17 @@ class PretrainSection(Section):
     warmup_steps: int = Field(10, ge=0, description="Linear warm-up steps before the cosine decay.")
     max_logit_scale: float = Field(100.0, gt=1.0, description="Upper bound of the learnable inverse temperature (CLIP clamps at 100).")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="'auto': bf16 autocast on GPU, fp32 on CPU.")
-    threads: int | None = Field(None, ge=1, description="CPU threads per training process; None: the CPUs this process may use (affinity, cgroup quota, OMP_NUM_THREADS; synthvlp.threads).")
-    workers: int = Field(0, ge=0, description="DataLoader worker processes per training process (0 decodes in the training process).")
-    checkpoint_every: int = Field(100, ge=1, description="Write a resumable training state every this many steps (and at the end).")
-    keep_checkpoints: int = Field(2, ge=1, description="Resumable states kept on disk (newest first).")
+    threads: int | None = operational(None, ge=1, description="CPU threads per training process; None: the CPUs this process may use (affinity, cgroup quota, OMP_NUM_THREADS; synthvlp.threads).")
+    workers: int = operational(0, ge=0, description="DataLoader worker processes per training process (0 decodes in the training process).")
+    checkpoint_every: int = operational(100, ge=1, description="Write a resumable training state every this many steps (and at the end).")
+    keep_checkpoints: int = operational(2, ge=1, description="Resumable states kept on disk (newest first).")
     image_encoder: Path | None = Field(None, description="Initialise the image tower from this encoder checkpoint (e.g. RaSD-pretrained; see synthvlp.models.save_image_encoder).")
-    tensorboard: bool = Field(True, description="Also write TensorBoard event files under pretrain/tensorboard.")
+    tensorboard: bool = operational(True, description="Also write TensorBoard event files under pretrain/tensorboard.")
+
+    @field_validator("objective")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        return OBJECTIVES.check(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> PretrainSection:
@@ -413,7 +452,7 @@ class RenderModelSection(Section):
 class RenderTrainSection(Section):
     """The training loop: steps, batch, optimiser, EMA, caption dropout and checkpoints."""
 
-    out_dir: Path = Field(Path("runs/renderer"), description="Training folder: pipeline/ (what images.diffusers.path loads), state/, log.csv, samples/.")
+    out_dir: Path = operational(Path("runs/renderer"), description="Training folder: pipeline/ (what images.diffusers.path loads), state/, log.csv, samples/.")
     seed: int = Field(0, ge=0, description="Seeds the weights, the data order, noise and caption dropout.")
     steps: int = Field(2000, ge=1, description="Optimiser steps.")
     batch_size: int = Field(16, ge=1)
@@ -424,14 +463,14 @@ class RenderTrainSection(Section):
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="Largest EMA decay; the EMA weights are the ones saved (warm-up: 1 - (1 + step)^-3/4, capped here).")
     caption_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Share of captions replaced by '' so one model learns the unconditional score classifier-free guidance needs.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="'auto': bf16 autocast on GPU, fp32 on CPU.")
-    threads: int | None = Field(None, ge=1, description="CPU threads (None: what this process may use; synthvlp.threads).")
-    checkpoint_every: int = Field(200, ge=1, description="Write a resumable state, export pipeline/ and draw samples every this many steps (and at the end).")
-    keep_checkpoints: int = Field(2, ge=1, description="Resumable states kept on disk (newest first).")
-    sample_prompts: list[str] = Field(
+    threads: int | None = operational(None, ge=1, description="CPU threads (None: what this process may use; synthvlp.threads).")
+    checkpoint_every: int = operational(200, ge=1, description="Write a resumable state, export pipeline/ and draw samples every this many steps (and at the end).")
+    keep_checkpoints: int = operational(2, ge=1, description="Resumable states kept on disk (newest first).")
+    sample_prompts: list[str] = operational(
         default_factory=lambda: ["No acute cardiopulmonary process.", "Pneumonia.", "Cardiomegaly.", "Pleural effusion."],
         description="Captions drawn at each checkpoint into samples/step-N.png (empty: none).")
-    sample_steps: int = Field(25, ge=1, description="DDIM steps of those samples.")
-    sample_guidance: float = Field(2.0, ge=0.0, description="Classifier-free guidance scale of those samples.")
+    sample_steps: int = operational(25, ge=1, description="DDIM steps of those samples.")
+    sample_guidance: float = operational(2.0, ge=0.0, description="Classifier-free guidance scale of those samples.")
 
 
 class RenderTrainConfig(Section):

@@ -4,6 +4,7 @@ encoders (e.g. RaSD-pretrained) load into the image tower or are refused naming 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,13 +53,14 @@ def tiny_bert_model(tmp_path):
 @pytest.mark.parametrize("objective", ["clip", "gloria"])
 def test_hf_text_tower_trains_both_objectives(tiny_bert_model, objective):
     from synthvlp.pretrain.distributed import World
-    from synthvlp.pretrain.engine import _losses
+    from synthvlp.config import OBJECTIVES
 
     model, transform, tokenizer = build_model(PretrainSection(model=tiny_bert_model, objective=objective, gloria={"local_dim": 8}))
     tokens = tokenizer(["no pleural effusion.", "cardiomegaly"])
     features = model(torch.randn(2, 3, 32, 32), tokens)
-    world = World(0, 1, 0, torch.device("cpu"))
-    global_loss, local_loss = _losses(features, None, PretrainSection(objective=objective), world)
+    losses = OBJECTIVES.load(objective)(PretrainSection(objective=objective), [], Path("unused"), seed=0)
+    losses.world = World(0, 1, 0, torch.device("cpu"))  # what the skeleton's build() sets
+    global_loss, local_loss = losses.global_loss(features, None), losses.local_loss(features)
     (global_loss + local_loss).backward()
     assert torch.isfinite(global_loss + local_loss)
     if objective == "gloria":

@@ -31,7 +31,7 @@ from synthvlp.errors import UserError
 from synthvlp.pretrain import checkpoint
 from synthvlp.pretrain.data import CsvSource, PairDataset, ShardSource, collate
 from synthvlp.pretrain.distributed import close_world, init_world
-from synthvlp.pretrain.engine import warmup_cosine
+from synthvlp.pretrain.trainer import warmup_cosine
 from synthvlp.pretrain.logs import TrainLog
 from synthvlp.pretrain.sampling import Recipe, StepPlan
 from synthvlp.seeding import sample_seed

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from synthvlp.config import operational
+
 Range = tuple[float, float]
 
 
@@ -109,16 +111,16 @@ class BackboneConfig(_Section):
 class TrainConfig(_Section):
     """``synthvlp pretrain rasd``: optimisation, checkpoints and where the run lives."""
 
-    out_dir: str = Field("runs/rasd", description="Run folder: state/, log.csv, backbone.pt (and encoder.pt for a clip backbone).")
+    out_dir: str = operational("runs/rasd", description="Run folder: state/, log.csv, backbone.pt (and encoder.pt for a clip backbone).")
     steps: int = Field(1000, ge=1, description="Optimiser steps; each sees one buffered batch per process.")
     lr: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
     weight_decay: float = Field(1e-5, ge=0)
     warmup_steps: int = Field(50, ge=0, description="Linear warm-up, then cosine decay to 0.")
-    checkpoint_every: int = Field(100, ge=1, description="Write a resumable state every this many steps.")
-    keep_checkpoints: int = Field(2, ge=1)
-    threads: int | None = Field(None, ge=1, description="CPU threads per process; None: the CPUs this process may use (synthvlp.threads).")
+    checkpoint_every: int = operational(100, ge=1, description="Write a resumable state every this many steps.")
+    keep_checkpoints: int = operational(2, ge=1)
+    threads: int | None = operational(None, ge=1, description="CPU threads per process; None: the CPUs this process may use (synthvlp.threads).")
     seed: int = Field(0, ge=0, description="Initial weights; synthesis is seeded by stream.seed (plus the process rank).")
-    tensorboard: bool = Field(True)
+    tensorboard: bool = operational(True)
 
 
 class RaSDConfig(_Section):
