@@ -23,17 +23,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from synthvlp.checkpoints import ClipCheckpoint, load
 from synthvlp.config import load_config
 from synthvlp.evaluation.benchmarks import load_benchmark
 from synthvlp.evaluation.grounding import MAP_KINDS, ground_set
 from synthvlp.evaluation.zeroshot import encode_images, mean_auc_interval, score_classes, zero_shot_probabilities
-from synthvlp.models import build_clip, load_clip_checkpoint
+from synthvlp.models import build_clip, clip_from_checkpoint
 from synthvlp.pretrain.engine import train
 
 
 def score(checkpoint: Path, run: Path, classes: list[str], seed: int) -> dict:
     """Zero-shot AUC per class and mean, pointing game per map kind, on the run's test split."""
-    model, preprocess, tokenizer = load_clip_checkpoint(checkpoint)
+    model, preprocess, tokenizer = clip_from_checkpoint(load(checkpoint, ClipCheckpoint))
     test = load_benchmark("shards", sorted((run / "dataset").glob("test-*.tar")), classes=classes)
     features = encode_images(model, preprocess, len(test), test.open)
     probabilities = zero_shot_probabilities(model, tokenizer, features, classes)

@@ -627,8 +627,9 @@ def evaluate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from synthvlp.evaluation.benchmarks import load_benchmark
+    from synthvlp.checkpoints import ClipCheckpoint, load
     from synthvlp.evaluation.harness import LoadedModel, evaluate_set, write_results
-    from synthvlp.models import load_clip_checkpoint
+    from synthvlp.models import clip_from_checkpoint
 
     if len(data) != 1:
         raise UserError(f"--data given {len(data)} times ({', '.join(map(str, data))}); give the label file or folder once, and the images folder as --images")
@@ -642,7 +643,7 @@ def evaluate(
     settings, source = _evaluate_settings(checkpoint, config, prompts, bootstrap)
     if source is not None:
         console.print(f"evaluate settings (prompts, bootstrap, grounding) from {source}")
-    loaded = LoadedModel(*load_clip_checkpoint(checkpoint))
+    loaded = LoadedModel(*clip_from_checkpoint(load(checkpoint, ClipCheckpoint)))
     labelled = load_benchmark(benchmark, path, **_adapter_options(benchmark, images, option))
     if split is not None:
         labelled = labelled.only_split(split)
@@ -709,9 +710,10 @@ def finetune(
         from synthvlp.evaluation.benchmarks import load_benchmark
         from synthvlp.evaluation.finetune import full_finetune, linear_probe
         from synthvlp.evaluation.harness import readable_images, restrict_classes
-        from synthvlp.models import load_clip_checkpoint
+        from synthvlp.checkpoints import ClipCheckpoint, load
+        from synthvlp.models import clip_from_checkpoint
 
-        model, preprocess, _ = load_clip_checkpoint(checkpoint)
+        model, preprocess, _ = clip_from_checkpoint(load(checkpoint, ClipCheckpoint))
         labelled = readable_images(load_benchmark(benchmark, data))
         wanted = _wanted_classes(classes, labelled.classes, benchmark)
         labelled, _ = restrict_classes(labelled, wanted)

@@ -305,15 +305,17 @@ class EvaluateStage(GlobalStage):
         import shutil
 
         from synthvlp.evaluation.benchmarks import load_benchmark
+        from synthvlp.checkpoints import ClipCheckpoint, load
         from synthvlp.evaluation.harness import LoadedModel, evaluate_set, probe_set, write_results
-        from synthvlp.models import load_clip_checkpoint
+        from synthvlp.models import clip_from_checkpoint
 
         settings = run.config.evaluate
         classes = settings.classes or run.config.plan.findings
         out = run.layout.evaluate
         checkpoint = run.layout.checkpoint
-        loaded = LoadedModel(*load_clip_checkpoint(checkpoint))
-        floor = LoadedModel(*load_clip_checkpoint(checkpoint, random_init_seed=run.config.run.seed)) if settings.floor else None
+        record = load(checkpoint, ClipCheckpoint)
+        loaded = LoadedModel(*clip_from_checkpoint(record))
+        floor = LoadedModel(*clip_from_checkpoint(record, random_init_seed=run.config.run.seed)) if settings.floor else None
         test_shards = run.dataset_shards("test")
         holds_out = run.config.pretrain.real is not None and run.config.pretrain.recipe != "synthetic" and run.config.pretrain.real.holdout_fraction > 0
         if not test_shards and not settings.benchmarks and not holds_out:

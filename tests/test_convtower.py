@@ -13,7 +13,8 @@ from synthvlp.config import PretrainSection
 from synthvlp.convtower import ConvTower
 from synthvlp.errors import UserError
 from synthvlp.evaluation import grounding
-from synthvlp.models import build_clip, describe_model, list_models, load_clip_checkpoint, model_config, save_clip_checkpoint
+from synthvlp.checkpoints import ClipCheckpoint, load
+from synthvlp.models import build_clip, clip_from_checkpoint, describe_model, list_models, model_config, save_clip_checkpoint
 from synthvlp.pretrain.engine import build_model
 
 NAME = "synthvlp-cnn-tiny"
@@ -53,11 +54,11 @@ def test_image_embedding_is_the_mean_of_an_8x8_grid(cnn):
 def test_checkpoint_round_trip(cnn, tmp_path):
     model, _, _ = cnn
     save_clip_checkpoint(tmp_path / "c.pt", NAME, model, steps=1)
-    loaded, preprocess, _ = load_clip_checkpoint(tmp_path / "c.pt")
+    loaded, preprocess, _ = clip_from_checkpoint(load(tmp_path / "c.pt", ClipCheckpoint))
     batch = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded.encode_image(batch), model.encode_image(batch))
-    floor, _, _ = load_clip_checkpoint(tmp_path / "c.pt", random_init_seed=5)
+    floor, _, _ = clip_from_checkpoint(load(tmp_path / "c.pt", ClipCheckpoint), random_init_seed=5)
     with torch.no_grad():
         assert not torch.allclose(floor.encode_image(batch), model.encode_image(batch))
 

@@ -20,10 +20,11 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
+from synthvlp.checkpoints import ClipCheckpoint, load
 from synthvlp.config import PretrainSection
 from synthvlp.evaluation.zeroshot import encode_images, zero_shot_probabilities
 from synthvlp.generation.writers.template import write_report
-from synthvlp.models import load_clip_checkpoint
+from synthvlp.models import clip_from_checkpoint
 from synthvlp.pretrain.engine import train
 from synthvlp.store import write_shard
 
@@ -67,7 +68,7 @@ def zero_shot_aucs(checkpoint, images, kinds, random_init_seed=None) -> list[flo
     from synthvlp.config import POSITIVE_PROMPTS
     from synthvlp.evaluation.zeroshot import class_text_embeddings
 
-    model, preprocess, tokenizer = load_clip_checkpoint(checkpoint, random_init_seed=random_init_seed)
+    model, preprocess, tokenizer = clip_from_checkpoint(load(checkpoint, ClipCheckpoint), random_init_seed=random_init_seed)
     features = encode_images(model, preprocess, len(images), lambda i: images[i])
     scores = zero_shot_probabilities(model, tokenizer, features, list(FINDINGS))
     kinds = np.array([str(k) for k in kinds])
