@@ -53,10 +53,9 @@ CHECKPOINTS = {
 
 
 def _load_clip(path: Path) -> None:
-    from synthvlp.checkpoints import ClipCheckpoint, load
-    from synthvlp.models import clip_from_checkpoint
+    from synthvlp.evaluation.inference import ImageTextEngine
 
-    clip_from_checkpoint(load(path, ClipCheckpoint))
+    ImageTextEngine.from_checkpoint(path)
 
 
 def _load_any(path: Path) -> None:
@@ -181,14 +180,14 @@ def test_unreadable_benchmark_images_are_skipped_counted_and_listed(tmp_path):
 def test_evaluation_reports_unreadable_images_in_its_summary(tmp_path):
     from synthvlp.config import EvaluateSection
     from synthvlp.evaluation.benchmarks import load_benchmark
-    from synthvlp.checkpoints import ClipCheckpoint, load
-    from synthvlp.evaluation.harness import LoadedModel, evaluate_set, write_results
-    from synthvlp.models import build_clip, clip_from_checkpoint, save_clip_checkpoint
+    from synthvlp.evaluation.harness import evaluate_set, write_results
+    from synthvlp.evaluation.inference import ImageTextEngine
+    from synthvlp.models import build_clip, save_clip_checkpoint
 
     checkpoint = tmp_path / "checkpoint.pt"
     save_clip_checkpoint(checkpoint, "synthvlp-tiny", build_clip("synthvlp-tiny")[0], steps=0)
     labelled = load_benchmark("generic", _folder_benchmark(tmp_path / "set", {"empty.png": b""}))
-    evaluate_set(LoadedModel(*clip_from_checkpoint(load(checkpoint, ClipCheckpoint))), labelled, ["cardiomegaly"], EvaluateSection(bootstrap=0, grounding=False),
+    evaluate_set(ImageTextEngine.from_checkpoint(checkpoint), labelled, ["cardiomegaly"], EvaluateSection(bootstrap=0, grounding=False),
                  tmp_path / "out" / "set", seed=0)
     summary = json.loads((tmp_path / "out" / "set" / "summary.json").read_text())
     assert summary["images"] == 6 and summary["unreadable"] == 1 and summary["unreadable_images"][0].startswith("cardiomegaly/empty.png")
