@@ -25,23 +25,23 @@ import torch
 
 from synthvlp.config import load_config
 from synthvlp.evaluation.benchmarks import load_benchmark
-from synthvlp.evaluation.grounding import MAP_KINDS, ground_set
-from synthvlp.evaluation.zeroshot import encode_images, mean_auc_interval, score_classes, zero_shot_probabilities
-from synthvlp.models import build_clip, load_clip_checkpoint
+from synthvlp.evaluation.grounding import ground_set
+from synthvlp.evaluation.inference import MAP_KINDS, ImageTextEngine
+from synthvlp.evaluation.zeroshot import mean_auc_interval, score_classes
+from synthvlp.models import build_clip
 from synthvlp.pretrain.engine import train
 
 
 def score(checkpoint: Path, run: Path, classes: list[str], seed: int) -> dict:
     """Zero-shot AUC per class and mean, pointing game per map kind, on the run's test split."""
-    model, preprocess, tokenizer = load_clip_checkpoint(checkpoint)
+    engine = ImageTextEngine.from_checkpoint(checkpoint)
     test = load_benchmark("shards", sorted((run / "dataset").glob("test-*.tar")), classes=classes)
-    features = encode_images(model, preprocess, len(test), test.open)
-    probabilities = zero_shot_probabilities(model, tokenizer, features, classes)
+    probabilities = engine.zero_shot_probabilities(engine.encode_images(len(test), test.open), classes)
     aucs = {r.name: round(r.auc, 3) for r in score_classes(probabilities, test.labels, classes, 0, seed)}
     mean = mean_auc_interval(probabilities, test.labels, classes, 10, 200, seed)
     pointing = {}
     for kind in MAP_KINDS if test.regions else ():
-        _, summary = ground_set(model, preprocess, tokenizer, test, bootstrap=0, kind=kind)
+        _, summary = ground_set(engine, test, bootstrap=0, kind=kind)
         pointing[kind] = {s["label"]: [round(s["pointing"], 3), round(s["chance"], 3)] for s in summary}
     return {"mean_auc": round(mean["mean_auc"], 3), "mean_auc_ci": [round(v, 3) for v in mean["mean_auc_ci"]], "auc": aucs, "pointing": pointing}
 

@@ -642,8 +642,8 @@ def evaluate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from synthvlp.evaluation.benchmarks import load_benchmark
-    from synthvlp.evaluation.harness import LoadedModel, evaluate_set, write_results
-    from synthvlp.models import load_clip_checkpoint
+    from synthvlp.evaluation.harness import evaluate_set, write_results
+    from synthvlp.evaluation.inference import ImageTextEngine
 
     if len(data) != 1:
         raise UserError(f"--data given {len(data)} times ({', '.join(map(str, data))}); give the label file or folder once, and the images folder as --images")
@@ -657,7 +657,7 @@ def evaluate(
     settings, source = _evaluate_settings(checkpoint, config, prompts, bootstrap)
     if source is not None:
         console.print(f"evaluate settings (prompts, bootstrap, grounding) from {source}")
-    loaded = LoadedModel(*load_clip_checkpoint(checkpoint))
+    engine = ImageTextEngine.from_checkpoint(checkpoint)
     labelled = load_benchmark(benchmark, path, **_adapter_options(benchmark, images, option))
     if split is not None:
         labelled = labelled.only_split(split)
@@ -666,7 +666,7 @@ def evaluate(
     out = out or checkpoint.parent / f"evaluate-{title}"
     with Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("evaluate", total=len(labelled))
-        evaluate_set(loaded, labelled, wanted, settings, out / title, seed=seed, advance=lambda n: progress.advance(task, n), batch_size=batch_size)
+        evaluate_set(engine, labelled, wanted, settings, out / title, seed=seed, advance=lambda n: progress.advance(task, n), batch_size=batch_size)
     console.print(f"scored {len(labelled):,} images" + (f" present of {len(labelled) + len(labelled.missing):,} listed" if labelled.missing else ""))
     console.print(f"results: {write_results(out, f'Evaluation of {checkpoint}')}")
 
@@ -724,9 +724,9 @@ def finetune(
         from synthvlp.evaluation.benchmarks import load_benchmark
         from synthvlp.evaluation.finetune import full_finetune, linear_probe
         from synthvlp.evaluation.harness import readable_images, restrict_classes
-        from synthvlp.models import load_clip_checkpoint
+        from synthvlp.evaluation.inference import ImageTextEngine
 
-        model, preprocess, _ = load_clip_checkpoint(checkpoint)
+        engine = ImageTextEngine.from_checkpoint(checkpoint)
         labelled = readable_images(load_benchmark(benchmark, data))
         wanted = _wanted_classes(classes, labelled.classes, benchmark)
         labelled, _ = restrict_classes(labelled, wanted)
@@ -735,7 +735,7 @@ def finetune(
         train, test = labelled.only_split("train"), labelled.only_split("test")
         run = linear_probe if protocol == "linear-probe" else full_finetune
         extra = {} if protocol == "linear-probe" else {"epochs": epochs}
-        rows = run(model, preprocess, train, test, fraction_list, seed_list, say=console.print, **extra)
+        rows = run(engine, train, test, fraction_list, seed_list, say=console.print, **extra)
         folder, name = out / benchmark, "finetune"
     else:
         raise UserError(f"--protocol {protocol!r}: use linear-probe, full or segmentation")

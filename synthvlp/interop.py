@@ -28,13 +28,14 @@ WEIGHTS_FILE = "open_clip_model.safetensors"
 
 def export_open_clip(checkpoint: Path, out: Path) -> Path:
     """Write ``out/open_clip_config.json`` and ``out/open_clip_model.safetensors`` from a pretrain checkpoint."""
-    import torch
     from safetensors.torch import save
 
-    from synthvlp.models import load_clip_checkpoint, model_config
+    from synthvlp.checkpoints import ClipCheckpoint, load
+    from synthvlp.models import clip_from_checkpoint, model_config
 
-    model, _, _ = load_clip_checkpoint(checkpoint)
-    name = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    record = load(checkpoint, ClipCheckpoint)
+    model, _, _ = clip_from_checkpoint(record)
+    name = record.model_name
     preprocess = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
     tensors = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
     write_bytes_atomic(Path(out) / WEIGHTS_FILE, save(tensors, metadata={"format": "pt", "synthvlp_model": name}))

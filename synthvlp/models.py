@@ -12,6 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from synthvlp.checkpoints import ClipCheckpoint, ImageEncoderCheckpoint, load, save
 from synthvlp.errors import UserError
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -137,71 +138,41 @@ def load_weights(module, state_dict: dict[str, Any], path: Path, what: str) -> N
 
 
 def save_clip_checkpoint(path: Path, name: str, model, steps: int) -> None:
-    """Write weights with the model name and config, atomically, so evaluation can rebuild the model."""
-    from synthvlp.checkpoints import save_checkpoint
+    """Write weights with the model name and config (``checkpoints.ClipCheckpoint``), atomically, so evaluation can
+    rebuild the model."""
+    save(path, ClipCheckpoint, {"model": name, "model_config": model_config(name), "state_dict": model.state_dict(), "steps": steps})
 
-    save_checkpoint(path, {"model": name, "model_config": model_config(name), "state_dict": model.state_dict(), "steps": steps})
 
+def clip_from_checkpoint(checkpoint: ClipCheckpoint, random_init_seed: int | None = None):
+    """(model in eval mode, eval transform, tokenizer) rebuilt from a loaded CLIP checkpoint.
 
-def load_clip_checkpoint(path: Path, random_init_seed: int | None = None):
-    """(model in eval mode, eval transform, tokenizer) from ``save_clip_checkpoint``'s file.
-
-    Loading cannot execute code (``synthvlp.checkpoints``); a checkpoint whose tensors do not fit the named model
-    is an error that lists the mismatched keys. With ``random_init_seed`` the weights are not loaded: the same
-    architecture is initialised from that seed, the floor a trained model is compared with.
+    A checkpoint whose tensors do not fit the named model is an error that lists the mismatched keys. With
+    ``random_init_seed`` the weights are not loaded: the same architecture is initialised from that seed, the
+    floor a trained model is compared with.
     """
     import torch
 
-    from synthvlp.checkpoints import load_checkpoint
-
-    checkpoint = load_checkpoint(path, "CLIP checkpoint", keys=("model", "state_dict"), hint="run the pretrain stage first")
-    if not isinstance(checkpoint["model"], str):
-        raise UserError(f"{path}: not a CLIP checkpoint (its 'model' entry is a {type(checkpoint['model']).__name__}, not a model config name)")
     if random_init_seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(random_init_seed)
-            model, _, preprocess, tokenizer = build_clip(checkpoint["model"])
+            model, _, preprocess, tokenizer = build_clip(checkpoint.model_name)
     else:
-        model, _, preprocess, tokenizer = build_clip(checkpoint["model"])
-        load_weights(model, checkpoint["state_dict"], path, f"checkpoint of model {checkpoint['model']!r}")
+        model, _, preprocess, tokenizer = build_clip(checkpoint.model_name)
+        load_weights(model, checkpoint.state_dict, checkpoint.path, f"checkpoint of model {checkpoint.model_name!r}")
     model.eval()
     return model, preprocess, tokenizer
 
 
-IMAGE_ENCODER_FORMAT = "synthvlp.image_encoder/1"
-"""An image-tower checkpoint that any pre-training (RaSD, or a previous CLIP run) can hand to ``pretrain``.
-
-One ``torch.save`` dict, loadable with ``weights_only=True``::
-
-    {"format": "synthvlp.image_encoder/1",
-     "model": "<registered model config name whose vision tower these weights fit>",
-     "vision_cfg": {... that config's vision_cfg, for the mismatch message ...},
-     "state_dict": {... the tower's own keys, i.e. open_clip's model.visual.state_dict() ...},
-     "source": "<free text: what produced it, e.g. 'rasd'>"}
-
-``pretrain.image_encoder`` loads it into the image tower before training, so a RaSD-initialised encoder and a
-CLIP-trained text tower end up in one model.
-"""
-
-
 def save_image_encoder(path: Path, name: str, visual, source: str) -> None:
-    """Write ``visual`` (an open_clip ``model.visual`` built from model config ``name``) atomically."""
-    from synthvlp.checkpoints import save_checkpoint
-
-    save_checkpoint(path, {
-        "format": IMAGE_ENCODER_FORMAT,
-        "model": name,
-        "vision_cfg": model_config(name)["vision_cfg"],
-        "state_dict": visual.state_dict(),
-        "source": source,
-    })
+    """Write ``visual`` (an open_clip ``model.visual`` built from model config ``name``) atomically, as a
+    ``checkpoints.ImageEncoderCheckpoint`` that ``pretrain.image_encoder`` loads into the image tower before
+    training, so a RaSD-initialised encoder and a CLIP-trained text tower end up in one model."""
+    save(path, ImageEncoderCheckpoint, {"model": name, "vision_cfg": model_config(name)["vision_cfg"], "state_dict": visual.state_dict(), "source": source})
 
 
-def load_image_encoder(path: Path, visual) -> str:
-    """Load an image-encoder checkpoint into ``visual`` (exact keys and shapes); returns its ``source``."""
-    from synthvlp.checkpoints import load_checkpoint
-
-    payload = load_checkpoint(path, "synthvlp image encoder", fmt=IMAGE_ENCODER_FORMAT, keys=("state_dict",),
-                              hint="give the encoder.pt that synthvlp pretrain rasd (or save_image_encoder) writes")
-    load_weights(visual, payload["state_dict"], path, f"image encoder for model {payload.get('model')!r}")
-    return str(payload.get("source", ""))
+def load_image_encoder(source: Path | ImageEncoderCheckpoint, visual) -> str:
+    """Load an image-encoder checkpoint (a file or a loaded one) into ``visual`` (exact keys and shapes); returns
+    what produced it."""
+    record = source if isinstance(source, ImageEncoderCheckpoint) else load(source, ImageEncoderCheckpoint)
+    load_weights(visual, record.state_dict, record.path, f"image encoder for model {record.model_name!r}")
+    return record.source

@@ -304,16 +304,18 @@ class EvaluateStage(GlobalStage):
         """Zero-shot tables on the synthetic test split and every configured benchmark, then ``results.md``."""
         import shutil
 
+        from synthvlp.checkpoints import ClipCheckpoint, load
         from synthvlp.evaluation.benchmarks import load_benchmark
-        from synthvlp.evaluation.harness import LoadedModel, evaluate_set, probe_set, write_results
-        from synthvlp.models import load_clip_checkpoint
+        from synthvlp.evaluation.harness import evaluate_set, probe_set, write_results
+        from synthvlp.evaluation.inference import ImageTextEngine
 
         settings = run.config.evaluate
         classes = settings.classes or run.config.plan.findings
         out = run.layout.evaluate
         checkpoint = run.layout.checkpoint
-        loaded = LoadedModel(*load_clip_checkpoint(checkpoint))
-        floor = LoadedModel(*load_clip_checkpoint(checkpoint, random_init_seed=run.config.run.seed)) if settings.floor else None
+        record = load(checkpoint, ClipCheckpoint)
+        engine = ImageTextEngine.from_checkpoint(record)
+        floor = ImageTextEngine.from_checkpoint(record, random_init_seed=run.config.run.seed) if settings.floor else None
         test_shards = run.dataset_shards("test")
         holds_out = run.config.pretrain.real is not None and run.config.pretrain.recipe != "synthetic" and run.config.pretrain.real.holdout_fraction > 0
         if not test_shards and not settings.benchmarks and not holds_out:
@@ -343,10 +345,10 @@ class EvaluateStage(GlobalStage):
                 whole = self._held_out_real(run, classes) if title == "real-heldout" else load_benchmark("shards", test_shards, classes=classes)
             labelled = whole.only_split(spec.split) if spec is not None and spec.split is not None else whole
             with run.progress(f"evaluate {title}", len(labelled)) as advance:
-                written += evaluate_set(loaded, labelled, classes, settings, out / title, seed=run.config.run.seed, advance=advance, floor=floor)
+                written += evaluate_set(engine, labelled, classes, settings, out / title, seed=run.config.run.seed, advance=advance, floor=floor)
             if spec is not None and spec.linear_probe:
                 run.console.print(f"evaluate {title}: linear probe at {settings.finetune_fractions} of the train split, seeds {settings.finetune_seeds}")
-                written += probe_set(loaded, whole, classes, settings, out / title)
+                written += probe_set(engine, whole, classes, settings, out / title)
         write_text_atomic(run.layout.evaluate_skipped, json.dumps(skipped, indent=1))
         written.append(run.layout.evaluate_skipped)
         return [*written, write_results(out, f"Evaluation of {run.config.run.name}")]

@@ -44,7 +44,8 @@ CHECKPOINTS = {
     "random bytes": (lambda p: p.write_bytes(np.random.default_rng(0).bytes(300)), "not a synthvlp checkpoint (not a torch file, or garbled)"),
     "truncated": (_write_truncated, "unreadable checkpoint (cut short)"),
     "0-byte file": (lambda p: p.write_bytes(b""), "empty file (0 bytes)"),
-    "dict without keys": (lambda p: torch.save({"weights": torch.zeros(2)}, p), "(missing entries ["),
+    "foreign dict": (lambda p: torch.save({"weights": torch.zeros(2)}, p), "(no format entry; it has ['weights']); accepted formats: "),
+    "foreign format": (lambda p: torch.save({"format": "other.tool/3", "weights": torch.zeros(2)}, p), "(format 'other.tool/3'); accepted formats: "),
     "bare tensor": (lambda p: torch.save(torch.zeros(2), p), "holds a Tensor, not a dict"),
     "directory": (lambda p: p.mkdir(), "is a folder, not a checkpoint file"),
     "pickled code": (lambda p: torch.save({"model": RunsCode()}, p), CODE_REFUSED),
@@ -52,9 +53,15 @@ CHECKPOINTS = {
 
 
 def _load_clip(path: Path) -> None:
-    from synthvlp.models import load_clip_checkpoint
+    from synthvlp.evaluation.inference import ImageTextEngine
 
-    load_clip_checkpoint(path)
+    ImageTextEngine.from_checkpoint(path)
+
+
+def _load_any(path: Path) -> None:
+    from synthvlp.checkpoints import load
+
+    load(path)
 
 
 def _load_encoder(path: Path) -> None:
@@ -75,7 +82,7 @@ def _load_segmentation_encoder(path: Path) -> None:
     EncoderSource.from_checkpoint(path)
 
 
-LOADERS = {"clip": _load_clip, "image encoder": _load_encoder, "rasd backbone": _load_backbone, "segmentation encoder": _load_segmentation_encoder}
+LOADERS = {"any": _load_any, "clip": _load_clip, "image encoder": _load_encoder, "rasd backbone": _load_backbone, "segmentation encoder": _load_segmentation_encoder}
 
 
 @pytest.mark.parametrize("loader", LOADERS)
@@ -95,7 +102,7 @@ def test_a_clip_checkpoint_is_not_an_image_encoder(tmp_path):
 
     path = tmp_path / "checkpoint.pt"
     save_clip_checkpoint(path, "synthvlp-tiny", build_clip("synthvlp-tiny")[0], steps=0)
-    with pytest.raises(UserError, match="not a synthvlp image encoder \\(no format entry"):
+    with pytest.raises(UserError, match="not a synthvlp image encoder \\(format 'synthvlp.clip/1'\\); accepted formats: synthvlp.image_encoder/1$"):
         _load_encoder(path)
 
 
@@ -107,9 +114,10 @@ def test_a_state_dict_that_is_not_a_dict_is_named(tmp_path):
 
 
 def test_unreadable_training_states_are_skipped_for_the_newest_good_one(tmp_path):
-    from synthvlp.pretrain.checkpoint import STATE_FORMAT, latest_state
+    from synthvlp.checkpoints import TrainState
+    from synthvlp.pretrain.checkpoint import latest_state
 
-    good = {"format": STATE_FORMAT, "model_name": "m", "step": 2, "model": {}, "optimizer": {}, "scheduler": {}, "rng": {}}
+    good = {"format": TrainState.tag(), "model_name": "m", "step": 2, "model": {}, "optimizer": {}, "scheduler": {}, "rng": {}}
     torch.save(good, tmp_path / "step-00000002.pt")
     (tmp_path / "step-00000004.pt").write_bytes(b"")
     torch.save({"x": RunsCode()}, tmp_path / "step-00000006.pt")
@@ -172,13 +180,14 @@ def test_unreadable_benchmark_images_are_skipped_counted_and_listed(tmp_path):
 def test_evaluation_reports_unreadable_images_in_its_summary(tmp_path):
     from synthvlp.config import EvaluateSection
     from synthvlp.evaluation.benchmarks import load_benchmark
-    from synthvlp.evaluation.harness import LoadedModel, evaluate_set, write_results
-    from synthvlp.models import build_clip, load_clip_checkpoint, save_clip_checkpoint
+    from synthvlp.evaluation.harness import evaluate_set, write_results
+    from synthvlp.evaluation.inference import ImageTextEngine
+    from synthvlp.models import build_clip, save_clip_checkpoint
 
     checkpoint = tmp_path / "checkpoint.pt"
     save_clip_checkpoint(checkpoint, "synthvlp-tiny", build_clip("synthvlp-tiny")[0], steps=0)
     labelled = load_benchmark("generic", _folder_benchmark(tmp_path / "set", {"empty.png": b""}))
-    evaluate_set(LoadedModel(*load_clip_checkpoint(checkpoint)), labelled, ["cardiomegaly"], EvaluateSection(bootstrap=0, grounding=False),
+    evaluate_set(ImageTextEngine.from_checkpoint(checkpoint), labelled, ["cardiomegaly"], EvaluateSection(bootstrap=0, grounding=False),
                  tmp_path / "out" / "set", seed=0)
     summary = json.loads((tmp_path / "out" / "set" / "summary.json").read_text())
     assert summary["images"] == 6 and summary["unreadable"] == 1 and summary["unreadable_images"][0].startswith("cardiomegaly/empty.png")

@@ -12,8 +12,8 @@ from PIL import Image
 from synthvlp.config import PretrainSection
 from synthvlp.convtower import ConvTower
 from synthvlp.errors import UserError
-from synthvlp.evaluation import grounding
-from synthvlp.models import build_clip, describe_model, list_models, load_clip_checkpoint, model_config, save_clip_checkpoint
+from synthvlp.evaluation.inference import ImageTextEngine, dense_features
+from synthvlp.models import build_clip, describe_model, list_models, model_config, save_clip_checkpoint
 from synthvlp.pretrain.engine import build_model
 
 NAME = "synthvlp-cnn-tiny"
@@ -47,24 +47,24 @@ def test_image_embedding_is_the_mean_of_an_8x8_grid(cnn):
         pooled = model.encode_image(batch)
     assert tuple(dense.shape) == (3, 8, 8, 64)
     torch.testing.assert_close(dense.mean(dim=(1, 2)), pooled, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(grounding.dense_features(model, batch), dense)
+    torch.testing.assert_close(dense_features(model, batch), dense)
 
 
 def test_checkpoint_round_trip(cnn, tmp_path):
     model, _, _ = cnn
     save_clip_checkpoint(tmp_path / "c.pt", NAME, model, steps=1)
-    loaded, preprocess, _ = load_clip_checkpoint(tmp_path / "c.pt")
+    loaded = ImageTextEngine.from_checkpoint(tmp_path / "c.pt").model
     batch = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded.encode_image(batch), model.encode_image(batch))
-    floor, _, _ = load_clip_checkpoint(tmp_path / "c.pt", random_init_seed=5)
+    floor = ImageTextEngine.from_checkpoint(tmp_path / "c.pt", random_init_seed=5).model
     with torch.no_grad():
         assert not torch.allclose(floor.encode_image(batch), model.encode_image(batch))
 
 
 def test_grounding_maps_in_original_pixels(cnn):
     model, preprocess, tokenizer = cnn
-    (heat,) = grounding.similarity_maps(model, preprocess, tokenizer, [Image.new("L", (80, 64), 90)], ["There is a nodule."])
+    (heat,) = ImageTextEngine(model, preprocess, tokenizer).similarity_maps([Image.new("L", (80, 64), 90)], ["There is a nodule."])
     assert heat.shape == (64, 80) and np.isfinite(heat[:, 10:70]).all()
 
 

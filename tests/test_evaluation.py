@@ -15,7 +15,8 @@ from synthvlp.config import EvaluateSection
 from synthvlp.errors import UserError
 from synthvlp.evaluation.benchmarks.base import LabelledSet, Region
 from synthvlp.evaluation.compare import compare_runs, tables_markdown
-from synthvlp.evaluation.harness import LoadedModel, evaluate_set, read_csv, restrict_classes, results_markdown, write_results
+from synthvlp.evaluation.harness import evaluate_set, read_csv, restrict_classes, results_markdown, write_results
+from synthvlp.evaluation.inference import ImageTextEngine
 from synthvlp.evaluation.zeroshot import _auc, _threshold_metrics, best_f1_threshold, score_classes
 
 
@@ -119,10 +120,10 @@ def _to_tensor(image):
 
 
 def test_evaluate_set_writes_tables_plots_and_markdown(tmp_path):
-    loaded = LoadedModel(_BrightnessModel(), _to_tensor, lambda prompts: list(prompts))
+    engine = ImageTextEngine(_BrightnessModel(), _to_tensor, lambda prompts: list(prompts))
     labelled = _labelled()
     labelled.missing = ["gone.png"]
-    written = evaluate_set(loaded, labelled, ["pleural effusion", "nodule"], EvaluateSection(bootstrap=20, grounding=False), tmp_path / "toy", seed=0)
+    written = evaluate_set(engine, labelled, ["pleural effusion", "nodule"], EvaluateSection(bootstrap=20, grounding=False), tmp_path / "toy", seed=0)
     assert {p.name for p in written} == {"zeroshot.csv", "roc.png", "summary.json"}
     summary = json.loads((tmp_path / "toy" / "summary.json").read_text())
     assert summary["missing"] == 1 and summary["classes_lacking"] == ["nodule"] and summary["images"] == 40
@@ -133,18 +134,18 @@ def test_evaluate_set_writes_tables_plots_and_markdown(tmp_path):
 
 
 def test_evaluate_set_with_no_image_on_disk_is_an_error(tmp_path):
-    loaded = LoadedModel(_BrightnessModel(), _to_tensor, lambda prompts: list(prompts))
+    engine = ImageTextEngine(_BrightnessModel(), _to_tensor, lambda prompts: list(prompts))
     empty = _labelled().select([])
     empty.missing = ["a.png", "b.png"]
     with pytest.raises(UserError, match=r"no image to score: 2 listed, none found on disk \(e.g. a.png, b.png\)"):
-        evaluate_set(loaded, empty, ["pleural effusion"], EvaluateSection(bootstrap=0), tmp_path / "x", seed=0)
+        evaluate_set(engine, empty, ["pleural effusion"], EvaluateSection(bootstrap=0), tmp_path / "x", seed=0)
     assert not (tmp_path / "x").exists()
 
 
 def test_evaluate_set_without_any_wanted_class_is_an_error(tmp_path):
-    loaded = LoadedModel(_BrightnessModel(), _to_tensor, lambda prompts: list(prompts))
+    engine = ImageTextEngine(_BrightnessModel(), _to_tensor, lambda prompts: list(prompts))
     with pytest.raises(UserError, match="none of the classes"):
-        evaluate_set(loaded, _labelled(), ["nodule"], EvaluateSection(bootstrap=0), tmp_path / "x", seed=0)
+        evaluate_set(engine, _labelled(), ["nodule"], EvaluateSection(bootstrap=0), tmp_path / "x", seed=0)
 
 
 def _fake_results(folder, benchmark, aucs):
@@ -185,12 +186,12 @@ def test_sets_with_regions_get_a_grounding_table_and_overlays(tmp_path):
     model.eval()
     labelled = _labelled(12)
     labelled.regions = [Region(i, "pleural effusion", (0, 0, 8, 16)) for i in range(4)] + [Region(4, "pleural effusion", None)]
-    written = evaluate_set(LoadedModel(model, preprocess, tokenizer), labelled, ["pleural effusion"], EvaluateSection(bootstrap=10, overlays=3),
+    written = evaluate_set(ImageTextEngine(model, preprocess, tokenizer), labelled, ["pleural effusion"], EvaluateSection(bootstrap=10, overlays=3),
                            tmp_path / "toy", seed=0)
     assert {"grounding.csv", "grounding_regions.csv", "overlays.png"} <= {p.name for p in written}
     markdown = "\n".join(results_markdown(tmp_path))
     assert "### Zero-shot grounding: toy" in markdown and "| pleural effusion | 4 |" in markdown
-    again = evaluate_set(LoadedModel(model, preprocess, tokenizer), labelled, ["pleural effusion"], EvaluateSection(bootstrap=0, grounding=False),
+    again = evaluate_set(ImageTextEngine(model, preprocess, tokenizer), labelled, ["pleural effusion"], EvaluateSection(bootstrap=0, grounding=False),
                          tmp_path / "toy", seed=0)
     assert not (tmp_path / "toy" / "grounding.csv").exists() and "grounding.csv" not in {p.name for p in again}
 

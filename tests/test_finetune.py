@@ -14,6 +14,7 @@ from PIL import Image
 from synthvlp.errors import UserError
 from synthvlp.evaluation.benchmarks.base import LabelledSet
 from synthvlp.evaluation.finetune import full_finetune, label_fraction_split, linear_probe, mean_auc, train_classifier
+from synthvlp.evaluation.inference import ImageTextEngine
 from synthvlp.evaluation.segmentation import (EncoderSource, build_unet, dice_scores, finetune_segmentation, input_size,
                                               train_segmentation)
 from synthvlp.models import build_clip, save_clip_checkpoint, save_image_encoder
@@ -40,10 +41,10 @@ def brightness_set(n: int, seed: int, name: str = "toy") -> LabelledSet:
                        group=[f"p{i // 2}" for i in range(n)])
 
 
-def tiny_model(seed: int = 0):
+def tiny_engine(seed: int = 0) -> ImageTextEngine:
     torch.manual_seed(seed)
-    model, _, preprocess, _ = build_clip("synthvlp-tiny")
-    return model.eval(), preprocess
+    model, _, preprocess, tokenizer = build_clip("synthvlp-tiny")
+    return ImageTextEngine(model.eval(), preprocess, tokenizer)
 
 
 def test_fraction_split_is_deterministic_whole_patient_and_keeps_positives():
@@ -68,10 +69,10 @@ def test_fraction_split_is_deterministic_whole_patient_and_keeps_positives():
 
 
 def test_linear_probe_separates_brightness_and_skips_nan_labels():
-    model, preprocess = tiny_model()
+    engine = tiny_engine()
     train, test = brightness_set(80, seed=1), brightness_set(80, seed=2, name="test")
     train.labels[:10, 0] = np.nan  # unknown, not negative: must not count as training rows
-    rows = linear_probe(model, preprocess, train, test, fractions=(1.0,), seeds=(0,))
+    rows = linear_probe(engine, train, test, fractions=(1.0,), seeds=(0,))
     by_class = {r["class"]: r for r in rows}
     assert by_class["bright"]["auc"] > 0.9
     assert abs(by_class["coin"]["auc"] - 0.5) < 0.2  # a random label: chance level
@@ -82,21 +83,21 @@ def test_linear_probe_separates_brightness_and_skips_nan_labels():
     shuffled_train, shuffled_test = train.select(range(len(train))), test.select(range(len(test)))
     for labelled, seed in ((shuffled_train, 0), (shuffled_test, 1)):
         labelled.labels[:, 0] = np.random.default_rng(seed).permutation(labelled.labels[:, 0])
-    control = linear_probe(model, preprocess, shuffled_train, shuffled_test, fractions=(1.0,))
+    control = linear_probe(engine, shuffled_train, shuffled_test, fractions=(1.0,))
     assert abs(control[0]["auc"] - 0.5) < 0.2
     (summary,) = mean_auc(rows)
     assert summary["mean_auc"] == pytest.approx((by_class["bright"]["auc"] + by_class["coin"]["auc"]) / 2)
 
 
 def test_full_finetune_lowers_training_loss_and_leaves_the_callers_model_alone():
-    model, preprocess = tiny_model()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    engine = tiny_engine()
+    before = {k: v.clone() for k, v in engine.model.state_dict().items()}
     train = brightness_set(32, seed=1)
-    _, losses = train_classifier(model, preprocess, train, epochs=4, batch_size=16, lr=1e-3, head_lr=1e-2, seed=0)
+    _, losses = train_classifier(engine, train, epochs=4, batch_size=16, lr=1e-3, head_lr=1e-2, seed=0)
     assert losses[-1] < losses[0]
-    rows = full_finetune(model, preprocess, train, brightness_set(16, seed=2, name="test"), fractions=(0.5,), epochs=1)
+    rows = full_finetune(engine, train, brightness_set(16, seed=2, name="test"), fractions=(0.5,), epochs=1)
     assert [r["class"] for r in rows] == ["bright", "coin"] and {r["protocol"] for r in rows} == {"full_finetune"}
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in engine.model.state_dict().items())
 
 
 def disc_set(n: int, size: int, seed: int) -> SegmentationSet:
@@ -114,8 +115,7 @@ def disc_set(n: int, size: int, seed: int) -> SegmentationSet:
 
 
 def test_vit_unet_keeps_the_input_size_and_learns_discs():
-    model, _ = tiny_model()
-    visual = model.visual
+    visual = tiny_engine().visual
     size = input_size(visual)
     torch.manual_seed(0)
     net = build_unet(visual)
@@ -135,7 +135,7 @@ def test_resnet_unet_keeps_the_input_size():
 
 
 def test_segmentation_loads_the_pretrained_encoder_and_compares_with_scratch(tmp_path):
-    model, _ = tiny_model(seed=5)
+    model = tiny_engine(seed=5).model
     path = tmp_path / "encoder.pt"
     save_image_encoder(path, "synthvlp-tiny", model.visual, source="test")
     source = EncoderSource.from_checkpoint(path)
@@ -173,8 +173,8 @@ def test_covid_lungs_segmentation_at_ten_percent():
         rows = sorted(csv.DictReader(handle), key=lambda row: row["image"])  # load_segmentation_csv's order
     data = load_segmentation_csv(COVID, 64)
     train_rows, test_rows = covid_split(rows)
-    model, _ = tiny_model(seed=1)  # a stand-in "pretrained" tower, other than the scratch init (seed 0)
-    results = finetune_segmentation(EncoderSource("synthvlp-tiny", model.visual), data.subset(train_rows), data.subset(test_rows),
+    visual = tiny_engine(seed=1).visual  # a stand-in "pretrained" tower, other than the scratch init (seed 0)
+    results = finetune_segmentation(EncoderSource("synthvlp-tiny", visual), data.subset(train_rows), data.subset(test_rows),
                                     fractions=(0.1,), seeds=(0,), epochs=30, say=print)
     assert {r["init"] for r in results} == {"pretrained", "scratch"}
     assert all(r["dice_mean"] > 0.3 for r in results)

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from synthvlp.errors import UserError
-from synthvlp.evaluation import grounding
+from synthvlp.evaluation import grounding, inference
+from synthvlp.evaluation.inference import ImageTextEngine
 from synthvlp.evaluation.benchmarks.base import LabelledSet, Region
 from synthvlp.models import build_clip
 
@@ -38,9 +39,9 @@ def _bounds(heat: np.ndarray) -> tuple[int, int, int, int]:
 def test_shortest_resize_and_crop_map_back_to_original_pixels(tiny):
     # 100x60 (w x h) -> Resize(64): 106x64 -> CenterCrop(64): columns 21..85 of the resized image.
     _, preprocess, _ = tiny
-    tensor, frame = grounding.preprocess_with_frame(preprocess, Image.new("RGB", (100, 60)))
+    tensor, frame = inference.preprocess_with_frame(preprocess, Image.new("RGB", (100, 60)))
     assert tuple(tensor.shape) == (3, 64, 64) and frame.original == (60, 100)
-    heat = grounding.to_original(_hot(3, 5), frame)  # input rows 24..32, columns 40..48
+    heat = inference.to_original(_hot(3, 5), frame)  # input rows 24..32, columns 40..48
     assert heat.shape == (60, 100)
     y0, y1, x0, x1 = _bounds(heat)
     assert abs(y0 - 24 * 60 / 64) <= 1 and abs(y1 - 32 * 60 / 64) <= 1
@@ -56,8 +57,8 @@ def test_longest_resize_and_pad_map_back_to_original_pixels():
 
     # 100x60 -> ResizeKeepRatio(longest): 64x38 -> pad to 64: 13 rows above.
     preprocess = image_transform(64, is_train=False, resize_mode="longest")
-    _, frame = grounding.preprocess_with_frame(preprocess, Image.new("RGB", (100, 60)))
-    heat = grounding.to_original(_hot(3, 2), frame)  # input rows 24..32, columns 16..24
+    _, frame = inference.preprocess_with_frame(preprocess, Image.new("RGB", (100, 60)))
+    heat = inference.to_original(_hot(3, 2), frame)  # input rows 24..32, columns 16..24
     y0, y1, x0, x1 = _bounds(heat)
     assert abs(y0 - (24 - 13) * 60 / 38) <= 1 and abs(y1 - (32 - 13) * 60 / 38) <= 1
     assert abs(x0 - 16 * 100 / 64) <= 1 and abs(x1 - 24 * 100 / 64) <= 1
@@ -68,14 +69,14 @@ def test_a_size_changing_step_that_cannot_be_undone_is_named():
     from torchvision.transforms import Compose, Pad
 
     with pytest.raises(UserError, match="Pad"):
-        grounding.preprocess_with_frame(Compose([Pad(4)]), Image.new("RGB", (10, 10)))
+        inference.preprocess_with_frame(Compose([Pad(4)]), Image.new("RGB", (10, 10)))
 
 
 def test_vit_patch_tokens_pass_ln_post_and_proj_like_the_pooled_token(tiny):
     model, _, _ = tiny
     batch = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        dense = grounding.dense_features(model, batch)
+        dense = inference.dense_features(model, batch)
         assert tuple(dense.shape) == (2, 8, 8, 64)
         # with mean pooling, encode_image is the mean of ln_post(tokens) @ proj: our tokens must average to it
         model.visual.pool_type = "avg"
@@ -93,8 +94,8 @@ def test_the_patch_matching_the_text_is_hottest_in_original_pixels(tiny, monkeyp
     features = torch.randn(1, 8, 8, 64)
     features -= (features @ text)[..., None] * text  # orthogonal to the text everywhere ...
     features[0, 3, 5] = text  # ... but in one patch
-    monkeypatch.setattr(grounding, "dense_features", lambda m, batch: features.expand(len(batch), -1, -1, -1))
-    (heat,) = grounding.similarity_maps(model, preprocess, tokenizer, [Image.new("L", (100, 60))], ["a finding"], sigma=0)
+    monkeypatch.setattr(inference, "dense_features", lambda m, batch: features.expand(len(batch), -1, -1, -1))
+    (heat,) = ImageTextEngine(model, preprocess, tokenizer).similarity_maps([Image.new("L", (100, 60))], ["a finding"], sigma=0)
     y, x = np.unravel_index(np.nanargmax(heat), heat.shape)
     assert 22 <= y < 30 and 57 <= x < 66
     assert model.training is False
@@ -104,7 +105,7 @@ def test_resnet_tower_gives_original_size_maps():
     torch.manual_seed(0)
     model, _, preprocess, tokenizer = build_clip("synthvlp-rn50")
     model.train()
-    maps = grounding.similarity_maps(model, preprocess, tokenizer, [Image.new("RGB", (50, 40), (90, 90, 90))], ["x"])
+    maps = ImageTextEngine(model, preprocess, tokenizer).similarity_maps([Image.new("RGB", (50, 40), (90, 90, 90))], ["x"])
     assert maps[0].shape == (40, 50) and maps[0].dtype == np.float32
     assert np.isfinite(maps[0][:, 10:40]).all()
     assert model.training  # restored
@@ -112,7 +113,7 @@ def test_resnet_tower_gives_original_size_maps():
 
 def test_unsupported_tower_is_named():
     with pytest.raises(UserError, match="Identity"):
-        grounding.dense_features(SimpleNamespace(visual=torch.nn.Identity()), torch.zeros(1, 3, 8, 8))
+        inference.dense_features(SimpleNamespace(visual=torch.nn.Identity()), torch.zeros(1, 3, 8, 8))
 
 
 def test_metrics_on_binary_maps_have_exact_values():
@@ -160,7 +161,7 @@ def _labelled(tmp_path) -> LabelledSet:
 def test_ground_set_scores_regions_skips_empty_masks_and_summarises(tiny, tmp_path):
     model, preprocess, tokenizer = tiny
     labelled = _labelled(tmp_path)
-    rows, summary = grounding.ground_set(model, preprocess, tokenizer, labelled, batch_size=2, bootstrap=20)
+    rows, summary = grounding.ground_set(ImageTextEngine(model, preprocess, tokenizer), labelled, batch_size=2, bootstrap=20)
     assert [(r["image"], r["label"], r["text"]) for r in rows] == [("a", "effusion", "There is effusion."), ("b", "nodule", "small nodule")]
     by_label = {s["label"]: s for s in summary}
     assert by_label["effusion"]["regions"] == 1 and by_label["effusion"]["skipped_empty"] == 1
@@ -175,7 +176,7 @@ def test_plot_overlays_writes_a_png(tiny, tmp_path):
     labelled = _labelled(tmp_path)
     regions = [labelled.regions[0], labelled.regions[2]]
     images = [labelled.open(r.image) for r in regions]
-    maps = grounding.similarity_maps(model, preprocess, tokenizer, images, [grounding.region_text(r) for r in regions])
+    maps = ImageTextEngine(model, preprocess, tokenizer).similarity_maps(images, [grounding.region_text(r) for r in regions])
     path = tmp_path / "out" / "overlays.png"
     grounding.plot_overlays(labelled, maps, regions, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from synthvlp.evaluation import grounding
+from synthvlp.evaluation import grounding, inference
+from synthvlp.evaluation.inference import ImageTextEngine
 from synthvlp.evaluation.benchmarks import load_benchmark
 from synthvlp.evaluation.benchmarks.base import LabelledSet
 from synthvlp.models import build_clip
@@ -64,14 +65,14 @@ def test_oracle_patch_similarity_is_its_brightness(oracle):
     batch[0, :, 8:16, 24:32] = 2.0
     batch[0, :, 40:48, 0:8] = 1.0
     with torch.no_grad():
-        dense = grounding.dense_features(oracle, batch)
+        dense = inference.dense_features(oracle, batch)
     assert tuple(dense.shape) == (1, 8, 8, oracle.dim)
     torch.testing.assert_close(dense[0, 1, 3, :2], torch.tensor([2.0, 3.0]))
     torch.testing.assert_close(dense[0, 5, 0, :2], torch.tensor([1.0, 3.0]))
     torch.testing.assert_close(dense[0, 0, 0, :2], torch.tensor([0.0, 3.0]))
 
 
-@pytest.mark.parametrize("kind", grounding.MAP_KINDS)
+@pytest.mark.parametrize("kind", inference.MAP_KINDS)
 def test_peak_lands_in_the_region_after_resize_and_crop(oracle, kind):
     # 100 wide x 140 high: Resize(64) -> 64x90, CenterCrop(64) drops 13 resized rows (~20 original) at each end.
     pixels = np.full((140, 100), 60, dtype=np.uint8)
@@ -79,7 +80,7 @@ def test_peak_lands_in_the_region_after_resize_and_crop(oracle, kind):
     pixels[0:12, 40:80] = 255  # brighter, but cropped away: the model never sees it
     mask = np.zeros_like(pixels, dtype=bool)
     mask[70:90, 15:35] = True
-    (heat,) = grounding.similarity_maps(oracle, oracle.preprocess, oracle.tokenizer, [Image.fromarray(pixels)], ["the region"], kind=kind)
+    (heat,) = ImageTextEngine(oracle, oracle.preprocess, oracle.tokenizer).similarity_maps([Image.fromarray(pixels)], ["the region"], kind=kind)
     assert heat.shape == (140, 100)
     assert np.isnan(heat[:15]).all() and np.isnan(heat[-15:]).all()  # cut off by the crop: unseen, not scored
     score = grounding.score_region(heat, mask)
@@ -105,7 +106,7 @@ def test_real_benchmark_box_in_original_pixels(oracle, tmp_path):
     Image.fromarray(edited.astype(np.uint8)).save(path)
     one = LabelledSet("nih-oracle", [path], ["film"], [region.label], np.ones((1, 1), np.float32),
                       [type(region)(0, region.label, region.box)])
-    rows, summary = grounding.ground_set(oracle, oracle.preprocess, oracle.tokenizer, one, bootstrap=0, kind="contribution")
+    rows, summary = grounding.ground_set(ImageTextEngine(oracle, oracle.preprocess, oracle.tokenizer), one, bootstrap=0, kind="contribution")
     assert film.shape == (256, 256) and len(rows) == 1
     assert rows[0]["pointing"] == 1.0
     assert rows[0]["iou"] > 3 * rows[0]["chance"]  # far above a map that marks the whole film

@@ -14,7 +14,8 @@ from pretrain_helpers import make_shards
 from typer.testing import CliRunner
 
 from synthvlp.cli import app
-from synthvlp.models import build_clip, load_clip_checkpoint, save_clip_checkpoint
+from synthvlp.evaluation.inference import ImageTextEngine
+from synthvlp.models import build_clip, save_clip_checkpoint
 
 LOAD_WITH_OPEN_CLIP_ONLY = """
 import sys, torch, open_clip
@@ -43,7 +44,8 @@ def test_export_loads_with_open_clip_alone_and_gives_the_same_embeddings(tmp_pat
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     theirs = torch.load(tmp_path / "out.pt", weights_only=True)
-    model, _, tokenizer = load_clip_checkpoint(checkpoint)
+    engine = ImageTextEngine.from_checkpoint(checkpoint)
+    model, tokenizer = engine.model, engine.tokenizer
     with torch.no_grad():
         ours_image = model.encode_image(images, normalize=True)
         ours_text = model.encode_text(tokenizer(["There is pleural effusion."]), normalize=True)

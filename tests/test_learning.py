@@ -21,9 +21,8 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from synthvlp.config import PretrainSection
-from synthvlp.evaluation.zeroshot import encode_images, zero_shot_probabilities
+from synthvlp.evaluation.inference import ImageTextEngine
 from synthvlp.generation.writers.template import write_report
-from synthvlp.models import load_clip_checkpoint
 from synthvlp.pretrain.engine import train
 from synthvlp.store import write_shard
 
@@ -65,16 +64,15 @@ def zero_shot_aucs(checkpoint, images, kinds, random_init_seed=None) -> list[flo
     import torch
 
     from synthvlp.config import POSITIVE_PROMPTS
-    from synthvlp.evaluation.zeroshot import class_text_embeddings
 
-    model, preprocess, tokenizer = load_clip_checkpoint(checkpoint, random_init_seed=random_init_seed)
-    features = encode_images(model, preprocess, len(images), lambda i: images[i])
-    scores = zero_shot_probabilities(model, tokenizer, features, list(FINDINGS))
+    engine = ImageTextEngine.from_checkpoint(checkpoint, random_init_seed=random_init_seed)
+    features = engine.encode_images(len(images), lambda i: images[i])
+    scores = engine.zero_shot_probabilities(features, list(FINDINGS))
     kinds = np.array([str(k) for k in kinds])
     detection = [roc_auc_score(kinds[kinds != other] == name, scores[kinds != other, c])
                  for c, (name, other) in enumerate(zip(FINDINGS, reversed(FINDINGS), strict=True))]
     with torch.no_grad():
-        logits = (features @ class_text_embeddings(model, tokenizer, list(FINDINGS), POSITIVE_PROMPTS).T).numpy()
+        logits = (features @ engine.class_text_embeddings(list(FINDINGS), POSITIVE_PROMPTS).T).numpy()
     abnormal = kinds != "None"
     return [*detection, roc_auc_score(kinds[abnormal] == FINDINGS[0], logits[abnormal, 0] - logits[abnormal, 1])]
 

@@ -9,7 +9,8 @@ from rich.console import Console
 
 from synthvlp.config import load_config
 from synthvlp.errors import UserError
-from synthvlp.models import load_clip_checkpoint, save_clip_checkpoint
+from synthvlp.evaluation.inference import ImageTextEngine
+from synthvlp.models import save_clip_checkpoint
 from synthvlp.runfolder import prepare_run_folder
 from synthvlp.runner import Runner
 
@@ -49,7 +50,7 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     del payload["state_dict"]["logit_scale"]
     torch.save(payload, path)
     with pytest.raises(UserError, match=r"missing keys \['logit_scale'\], unexpected keys \['surplus.weight'\]"):
-        load_clip_checkpoint(path)
+        ImageTextEngine.from_checkpoint(path)
 
 
 def test_mixed_recipe_through_synthvlp_run(write_config, tmp_path):

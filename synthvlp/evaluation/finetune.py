@@ -3,7 +3,7 @@
 Both protocols train on a fixed-seed subset of the training images (``label_fraction_split``: whole patients,
 at least one positive per class where the set has one) and score each class by AUC on the test images that have
 a 1 or 0 for it. NaN labels are unknown, never negatives: they are skipped per class in training and scoring.
-The caller's model is never modified; fine-tuning works on a copy of its image tower.
+The caller's engine is never modified; fine-tuning works on a copy of its image tower.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import nn
 
 from synthvlp.errors import UserError
 from synthvlp.evaluation.benchmarks.base import LabelledSet
-from synthvlp.evaluation.zeroshot import encode_images
+from synthvlp.evaluation.inference import ImageTextEngine
 
 Say = Callable[[str], None]
 
@@ -95,7 +95,7 @@ def mean_auc(rows: Sequence[dict]) -> list[dict]:
     return out
 
 
-def linear_probe(model, preprocess, train_set: LabelledSet, test_set: LabelledSet, fractions: Sequence[float] = (0.01, 0.1, 1.0),
+def linear_probe(engine: ImageTextEngine, train_set: LabelledSet, test_set: LabelledSet, fractions: Sequence[float] = (0.01, 0.1, 1.0),
                  seeds: Sequence[int] = (0,), C: float = 1.0, batch_size: int = 128, say: Say | None = None) -> list[dict]:
     """Logistic regression per class on frozen, normalised image embeddings; rows as ``class_rows``.
 
@@ -104,9 +104,9 @@ def linear_probe(model, preprocess, train_set: LabelledSet, test_set: LabelledSe
     training subset lacks positives or negatives gets a NaN AUC rather than a constant predictor's 0.5.
     """
     _check_classes(train_set, test_set)
-    model.eval()
-    train_x = encode_images(model, preprocess, len(train_set), train_set.open, batch_size).numpy()
-    test_x = encode_images(model, preprocess, len(test_set), test_set.open, batch_size).numpy()
+    engine.model.eval()
+    train_x = engine.encode_images(len(train_set), train_set.open, batch_size).numpy()
+    test_x = engine.encode_images(len(test_set), test_set.open, batch_size).numpy()
     rows = []
     for fraction in fractions:
         for seed in seeds:
@@ -149,10 +149,10 @@ def masked_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (loss * known).sum() / known.sum().clamp_min(1)
 
 
-def train_classifier(model, preprocess, train: LabelledSet, *, epochs: int = 3, batch_size: int = 16, lr: float = 1e-4,
+def train_classifier(engine: ImageTextEngine, train: LabelledSet, *, epochs: int = 3, batch_size: int = 16, lr: float = 1e-4,
                      head_lr: float = 1e-3, weight_decay: float = 0.05, seed: int = 0,
                      say: Say | None = None) -> tuple[ImageClassifier, list[float]]:
-    """A copy of ``model.visual`` plus a head trained end to end; returns it and the mean loss of each epoch.
+    """A copy of the engine's image tower plus a head trained end to end; returns it and the mean loss of each epoch.
 
     The head starts from ``seed`` and batches are drawn from a generator seeded with it, so a run is
     reproducible without touching the global RNG; the head gets a larger learning rate as it starts from zero
@@ -160,7 +160,7 @@ def train_classifier(model, preprocess, train: LabelledSet, *, epochs: int = 3, 
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        classifier = ImageClassifier(copy.deepcopy(model.visual), model.visual.output_dim, len(train.classes))
+        classifier = ImageClassifier(copy.deepcopy(engine.visual), engine.visual.output_dim, len(train.classes))
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW([{"params": classifier.visual.parameters(), "lr": lr},
                                    {"params": classifier.head.parameters(), "lr": head_lr}], weight_decay=weight_decay)
@@ -171,7 +171,7 @@ def train_classifier(model, preprocess, train: LabelledSet, *, epochs: int = 3, 
         order, total = torch.randperm(len(train), generator=generator), 0.0
         for begin in range(0, len(train), batch_size):
             rows = order[begin : begin + batch_size]
-            loss = masked_bce(classifier(_batch(train, rows.tolist(), preprocess)), labels[rows])
+            loss = masked_bce(classifier(_batch(train, rows.tolist(), engine.preprocess)), labels[rows])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -183,7 +183,7 @@ def train_classifier(model, preprocess, train: LabelledSet, *, epochs: int = 3, 
     return classifier, losses
 
 
-def full_finetune(model, preprocess, train_set: LabelledSet, test_set: LabelledSet, fractions: Sequence[float] = (0.01, 0.1, 1.0),
+def full_finetune(engine: ImageTextEngine, train_set: LabelledSet, test_set: LabelledSet, fractions: Sequence[float] = (0.01, 0.1, 1.0),
                   seeds: Sequence[int] = (0,), epochs: int = 3, batch_size: int = 16, lr: float = 1e-4, head_lr: float = 1e-3,
                   weight_decay: float = 0.05, say: Say | None = None) -> list[dict]:
     """The image tower and a linear head fine-tuned with masked BCE per (fraction, seed); rows as ``class_rows``."""
@@ -192,10 +192,10 @@ def full_finetune(model, preprocess, train_set: LabelledSet, test_set: LabelledS
     for fraction in fractions:
         for seed in seeds:
             train = train_set.select(label_fraction_split(train_set, fraction, seed))
-            classifier, _ = train_classifier(model, preprocess, train, epochs=epochs, batch_size=batch_size, lr=lr,
+            classifier, _ = train_classifier(engine, train, epochs=epochs, batch_size=batch_size, lr=lr,
                                              head_lr=head_lr, weight_decay=weight_decay, seed=seed, say=say)
             with torch.no_grad():
-                scores = torch.cat([classifier(_batch(test_set, range(b, min(b + batch_size, len(test_set))), preprocess))
+                scores = torch.cat([classifier(_batch(test_set, range(b, min(b + batch_size, len(test_set))), engine.preprocess))
                                     for b in range(0, len(test_set), batch_size)]).numpy()
             rows += class_rows("full_finetune", fraction, seed, train, test_set.labels, scores, len(train_set))
     return rows

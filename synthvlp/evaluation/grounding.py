@@ -1,18 +1,8 @@
-"""Zero-shot phrase grounding: text-to-patch similarity maps in original pixels, scored against region masks.
+"""Zero-shot phrase grounding: text-to-patch maps in original pixels, scored against region masks.
 
-A map compares the text embedding with each patch (location) embedding in the joint space, by cosine
-("similarity") or by dot product ("contribution", each location's share of the score when the image embedding is
-their mean; ``similarity_maps``). For an
-open_clip ``VisionTransformer`` the patch tokens go through ``ln_post`` and ``proj``, exactly as the pooled token
-does; for a ``ModifiedResNet`` the last feature map goes through the attention pool's value and output
-projections (MaskCLIP's trick: the pool's query/key only weight locations, the value path is what is projected).
-The patch-grid map is Gaussian-smoothed (``sigma`` in patch units, 0.5 by default: BioViL's 1.5 on its 15x15 grid
-moves the peak of an oracle map out of a real NIH box on our 8x8 grids, ``tests/test_grounding_oracle.py``) and
-resampled once,
-bilinearly, straight into the original image's pixels by undoing the eval transform's resize and centre crop
-(read from ``preprocess.transforms``, never assumed). Original pixels the model never saw (cut off by the crop)
-are NaN in the map, as in hi-ml's BioViL engine, so overlays leave them blank; the metrics count them as the
-map's minimum, i.e. "not found there".
+The maps come from ``ImageTextEngine.similarity_maps`` (``synthvlp.evaluation.inference``: cosine or
+contribution maps, smoothed and resampled into the original image's pixels; pixels the model never saw are NaN).
+The metrics count NaN pixels as the map's minimum, i.e. "not found there".
 
 Metrics per region (``score_region``), on the mask in original pixels:
 
@@ -30,7 +20,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,152 +28,10 @@ from synthvlp.bootstrap import percentile_bootstrap
 from synthvlp.config import POSITIVE_PROMPTS
 from synthvlp.errors import UserError
 from synthvlp.evaluation.benchmarks.base import LabelledSet, Region
+from synthvlp.evaluation.inference import DEFAULT_SIGMA, ImageTextEngine
 
 THRESHOLDS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 METRICS = ("pointing", "chance", "iou", "dice", "cnr")
-DEFAULT_SIGMA = 0.5
-MAP_KINDS = ("similarity", "contribution")
-
-
-@dataclass(frozen=True)
-class Frame:
-    """Where the eval transform put the original image in the model input, per axis (y, x).
-
-    ``input = scale * original + offset`` in pixel-edge coordinates (pixel i spans [i, i + 1)); ``original`` and
-    ``input`` are (height, width).
-    """
-
-    original: tuple[int, int]
-    input: tuple[int, int]
-    scale: tuple[float, float]
-    offset: tuple[float, float]
-
-
-def _size(image) -> tuple[int, int]:
-    """(height, width) of a PIL image or a (..., H, W) tensor."""
-    return (image.height, image.width) if hasattr(image, "height") else tuple(image.shape[-2:])
-
-
-def preprocess_with_frame(preprocess, image):
-    """(model input tensor, Frame): runs ``preprocess`` step by step, recording each step's geometry.
-
-    Resizes are measured (output size / input size per axis, as torchvision maps pixel edges); centre crops and
-    pads follow torchvision's arithmetic (pad floor(d/2) before, crop offset round(d/2)). Any other step that
-    changes the size cannot be undone and is an error naming it.
-    """
-    from open_clip.transform import CenterCropOrPad, ResizeKeepRatio
-    from torchvision.transforms import CenterCrop, Resize
-
-    steps = getattr(preprocess, "transforms", None)
-    if steps is None:
-        raise UserError(f"grounding: the eval transform {type(preprocess).__name__} has no .transforms list; "
-                        "pass open_clip's Compose so its resize and crop can be undone")
-    original = _size(image)
-    scale, offset = [1.0, 1.0], [0.0, 0.0]
-    for step in steps:
-        before = _size(image)
-        image = step(image)
-        after = _size(image)
-        if isinstance(step, (Resize, ResizeKeepRatio)):
-            for axis in (0, 1):
-                ratio = after[axis] / before[axis]
-                scale[axis] *= ratio
-                offset[axis] *= ratio
-        elif isinstance(step, (CenterCrop, CenterCropOrPad)):
-            for axis in (0, 1):
-                grow = after[axis] - before[axis]
-                offset[axis] += grow // 2 if grow > 0 else -int(round(-grow / 2.0))
-        elif after != before:
-            raise UserError(f"grounding: eval transform step {type(step).__name__} changes the image size "
-                            f"{before} -> {after} and cannot be undone; only Resize and CenterCrop are supported")
-    return image, Frame(original, _size(image), (scale[0], scale[1]), (offset[0], offset[1]))
-
-
-def _axis_sampling(n_original: int, scale: float, offset: float, n_input: int, n_grid: int):
-    """Bilinear taps along one axis: (low index, high index, high weight, pixel seen by the model)."""
-    position = scale * (np.arange(n_original) + 0.5) + offset  # original pixel centres in input pixels
-    grid = np.clip(position * n_grid / n_input - 0.5, 0, n_grid - 1)  # in grid cells, centres at k + 0.5
-    low = np.floor(grid).astype(int)
-    return low, np.minimum(low + 1, n_grid - 1), grid - low, (position >= 0) & (position < n_input)
-
-
-def to_original(heat: np.ndarray, frame: Frame) -> np.ndarray:
-    """A map covering the whole model input (any grid size) resampled into the original image's pixels.
-
-    One bilinear resampling (grid cell centres interpolated, edges held), equivalent to upsampling to the input
-    size and undoing the transform without interpolating twice. Pixels outside the model input are NaN.
-    """
-    heat = np.asarray(heat, dtype=np.float32)
-    y0, y1, wy, seen_y = _axis_sampling(frame.original[0], frame.scale[0], frame.offset[0], frame.input[0], heat.shape[0])
-    x0, x1, wx, seen_x = _axis_sampling(frame.original[1], frame.scale[1], frame.offset[1], frame.input[1], heat.shape[1])
-    rows = heat[y0] * (1 - wy)[:, None] + heat[y1] * wy[:, None]
-    out = (rows[:, x0] * (1 - wx) + rows[:, x1] * wx).astype(np.float32)
-    out[~seen_y, :] = np.nan
-    out[:, ~seen_x] = np.nan
-    return out
-
-
-def dense_features(model, batch):
-    """(B, grid_h, grid_w, embed_dim) patch embeddings in the joint image-text space (not normalised)."""
-    from open_clip.modified_resnet import ModifiedResNet
-    from open_clip.transformer import VisionTransformer
-
-    from synthvlp.convtower import ConvTower
-
-    visual = model.visual
-    if isinstance(visual, ConvTower):  # the image embedding is the mean of these
-        return visual.dense(batch)
-    if isinstance(visual, VisionTransformer):
-        if visual.attn_pool is not None or visual.proj is None:
-            raise UserError("grounding: ViTs with an attentional pooler or without a projection are not supported")
-        # normalize_intermediates applies ln_post to every token, as _pool does before the CLS/mean token is projected
-        out = visual.forward_intermediates(batch, indices=1, normalize_intermediates=True, intermediates_only=True)
-        return out["image_intermediates"][-1].permute(0, 2, 3, 1) @ visual.proj
-    if isinstance(visual, ModifiedResNet):
-        features = visual.forward_intermediates(batch, indices=1, intermediates_only=True)["image_intermediates"][-1]
-        pool = visual.attnpool
-        return pool.c_proj(pool.v_proj(features.permute(0, 2, 3, 1)))
-    raise UserError(f"grounding: image tower {type(visual).__name__} is not supported "
-                    "(open_clip VisionTransformer or ModifiedResNet, or synthvlp's ConvTower)")
-
-
-def similarity_maps(model, preprocess, tokenizer, images: Sequence, phrases: Sequence[str], batch_size: int = 32,
-                    sigma: float = DEFAULT_SIGMA, kind: str = "similarity") -> list[np.ndarray]:
-    """One float32 (H, W) map per (images[i], phrases[i]) pair, in that image's original pixels.
-
-    ``kind`` "similarity" is the cosine of each location embedding with the text (BioViL, MaskCLIP);
-    "contribution" is their dot product without normalising the location: for a tower whose image embedding is
-    the mean of its location embeddings (``ConvTower``, a mean-pooled ViT) it is each location's additive share of
-    the image-text score, CAM's map, and a location that carries little signal cannot win by its direction alone.
-    The model is put in eval mode for the call (BatchNorm and dropout must not see these batches) and restored.
-    """
-    import torch
-    import torch.nn.functional as F
-    from scipy.ndimage import gaussian_filter
-
-    if len(images) != len(phrases):
-        raise ValueError(f"similarity_maps: {len(images)} images but {len(phrases)} phrases; they are paired")
-    if kind not in MAP_KINDS:
-        raise ValueError(f"similarity_maps: kind {kind!r} is not one of {MAP_KINDS}")
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    maps = []
-    try:
-        with torch.no_grad():
-            for begin in range(0, len(images), batch_size):
-                prepared = [preprocess_with_frame(preprocess, image.convert("RGB")) for image in images[begin:begin + batch_size]]
-                batch = torch.stack([tensor for tensor, _ in prepared]).to(device)
-                patches = dense_features(model, batch).float()
-                if kind == "similarity":
-                    patches = F.normalize(patches, dim=-1)
-                text = model.encode_text(tokenizer(list(phrases[begin:begin + batch_size])).to(device), normalize=True).float()
-                grids = torch.einsum("bhwd,bd->bhw", patches, text).cpu().numpy()
-                for grid, (_, frame) in zip(grids, prepared):
-                    maps.append(to_original(gaussian_filter(grid, sigma) if sigma > 0 else grid, frame))
-    finally:
-        model.train(was_training)
-    return maps
 
 
 def score_region(heat: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -246,7 +93,7 @@ def region_masks(labelled: LabelledSet, regions: Sequence[Region], images: Seque
     return masks
 
 
-def ground_set(model, preprocess, tokenizer, labelled: LabelledSet, prompt_for: Callable[[str], str] = label_prompt,
+def ground_set(engine: ImageTextEngine, labelled: LabelledSet, prompt_for: Callable[[str], str] = label_prompt,
                use_phrases: bool = True, batch_size: int = 32, sigma: float = DEFAULT_SIGMA, bootstrap: int = 200,
                seed: int = 0, kind: str = "similarity") -> tuple[list[dict], list[dict]]:
     """(a row per scored region, a row per label plus ``all``) for every region of ``labelled``.
@@ -266,7 +113,7 @@ def ground_set(model, preprocess, tokenizer, labelled: LabelledSet, prompt_for: 
             if not mask.any():
                 skipped[region.label] = skipped.get(region.label, 0) + 1
         texts = [region_text(chunk[k], prompt_for, use_phrases) for k in keep]
-        maps = similarity_maps(model, preprocess, tokenizer, [images[k] for k in keep], texts, batch_size, sigma, kind)
+        maps = engine.similarity_maps([images[k] for k in keep], texts, batch_size, sigma, kind)
         for k, text, heat in zip(keep, texts, maps):
             rows.append({"image": labelled.ids[chunk[k].image], "label": chunk[k].label, "text": text,
                          **score_region(heat, masks[k])})

@@ -1,4 +1,4 @@
-"""Evaluate one CLIP checkpoint on labelled image sets and write the tables, plots and ``results.md``.
+"""Evaluate one CLIP model (an ``ImageTextEngine``) on labelled image sets and write the tables, plots and ``results.md``.
 
 One folder per benchmark (``<out>/<title>/``) holds ``zeroshot.csv`` (a row per class, every metric with its
 95% CI), ``roc.png``, ``summary.json`` (image counts, missing images, classes the benchmark lacks) and, when the
@@ -13,7 +13,6 @@ import csv
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +20,11 @@ import numpy as np
 from synthvlp.config import EvaluateSection
 from synthvlp.errors import UserError
 from synthvlp.evaluation.benchmarks.base import LabelledSet
-from synthvlp.evaluation.zeroshot import encode_images, mean_auc_interval, plot_roc, score_classes, zero_shot_probabilities
+from synthvlp.evaluation.inference import ImageTextEngine
+from synthvlp.evaluation.zeroshot import mean_auc_interval, plot_roc, score_classes
 from synthvlp.store import atomic_open, write_text_atomic
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoadedModel:
-    """A checkpoint's model with the transform and tokenizer it was trained with."""
-
-    model: object
-    preprocess: Callable
-    tokenizer: Callable
 
 
 def restrict_classes(labelled: LabelledSet, wanted: Sequence[str]) -> tuple[LabelledSet, list[str]]:
@@ -61,8 +52,8 @@ def readable_images(labelled: LabelledSet) -> LabelledSet:
     return checked
 
 
-def evaluate_set(loaded: LoadedModel, labelled: LabelledSet, classes: Sequence[str], settings: EvaluateSection, out: Path,
-                 seed: int, advance: Callable[[int], None] | None = None, floor: LoadedModel | None = None,
+def evaluate_set(engine: ImageTextEngine, labelled: LabelledSet, classes: Sequence[str], settings: EvaluateSection, out: Path,
+                 seed: int, advance: Callable[[int], None] | None = None, floor: ImageTextEngine | None = None,
                  batch_size: int = 128) -> list[Path]:
     """Zero-shot classification (and grounding where the set has regions) of one set into ``out``; with ``floor``
     (a randomly initialised model of the same architecture) its zero-shot scores too, in ``zeroshot_floor.csv``.
@@ -78,7 +69,7 @@ def evaluate_set(loaded: LoadedModel, labelled: LabelledSet, classes: Sequence[s
     if outside:
         log.warning("%s: %d of %d boxes reach past their image (e.g. %s); they are in another resolution than the images, "
                     "so grounding skips what lies outside", labelled.name, len(outside), len(labelled.regions), outside[0])
-    probabilities = _zero_shot(loaded, labelled, settings, advance, batch_size)
+    probabilities = _zero_shot(engine, labelled, settings, advance, batch_size)
     results = score_classes(probabilities, labelled.labels, labelled.classes, settings.bootstrap, seed)
     written = [_write_csv(out / "zeroshot.csv", [r.row() for r in results])]
     roc = out / "roc.png"
@@ -100,16 +91,15 @@ def evaluate_set(loaded: LoadedModel, labelled: LabelledSet, classes: Sequence[s
     for stale in ("grounding.csv", "grounding_regions.csv", "overlays.png", "finetune.csv"):  # a rerun shows no old table
         (out / stale).unlink(missing_ok=True)
     if settings.grounding and labelled.regions:
-        written += ground(loaded, labelled, settings, out, seed, batch_size)
+        written += ground(engine, labelled, settings, out, seed, batch_size)
     return written
 
 
-def _zero_shot(loaded: LoadedModel, labelled: LabelledSet, settings: EvaluateSection,
+def _zero_shot(engine: ImageTextEngine, labelled: LabelledSet, settings: EvaluateSection,
                advance: Callable[[int], None] | None = None, batch_size: int = 128) -> np.ndarray:
-    """(n_images, n_classes) zero-shot probabilities of ``loaded`` with the configured prompt ensembles."""
-    features = encode_images(loaded.model, loaded.preprocess, len(labelled), labelled.open, batch_size, advance=advance)
-    return zero_shot_probabilities(loaded.model, loaded.tokenizer, features, labelled.classes,
-                                   settings.positive_prompts, settings.negative_prompts)
+    """(n_images, n_classes) zero-shot probabilities of ``engine`` with the configured prompt ensembles."""
+    features = engine.encode_images(len(labelled), labelled.open, batch_size, advance=advance)
+    return engine.zero_shot_probabilities(features, labelled.classes, settings.positive_prompts, settings.negative_prompts)
 
 
 def boxes_outside(labelled: LabelledSet) -> list[str]:
@@ -129,21 +119,20 @@ def boxes_outside(labelled: LabelledSet) -> list[str]:
     return outside
 
 
-def ground(loaded: LoadedModel, labelled: LabelledSet, settings: EvaluateSection, out: Path, seed: int, batch_size: int = 32) -> list[Path]:
+def ground(engine: ImageTextEngine, labelled: LabelledSet, settings: EvaluateSection, out: Path, seed: int, batch_size: int = 32) -> list[Path]:
     """Zero-shot grounding of every region: ``grounding.csv`` (per label), ``grounding_regions.csv``, ``overlays.png``."""
-    from synthvlp.evaluation.grounding import ground_set, plot_overlays, region_text, similarity_maps
+    from synthvlp.evaluation.grounding import ground_set, plot_overlays, region_text
 
     def prompt_for(label: str) -> str:
         return settings.positive_prompts[0].format(name=label)
 
-    rows, summary = ground_set(loaded.model, loaded.preprocess, loaded.tokenizer, labelled, prompt_for=prompt_for,
-                               batch_size=batch_size, bootstrap=settings.bootstrap, seed=seed, kind=settings.grounding_map)
+    rows, summary = ground_set(engine, labelled, prompt_for=prompt_for, batch_size=batch_size, bootstrap=settings.bootstrap, seed=seed,
+                               kind=settings.grounding_map)
     written = [_write_csv(out / "grounding.csv", summary), _write_csv(out / "grounding_regions.csv", rows)]
     shown = [r for r in labelled.regions if r.box is not None or r.mask is not None][: settings.overlays]
     if shown:
         images = [labelled.open(r.image) for r in shown]
-        maps = similarity_maps(loaded.model, loaded.preprocess, loaded.tokenizer, images, [region_text(r, prompt_for) for r in shown],
-                               kind=settings.grounding_map)
+        maps = engine.similarity_maps(images, [region_text(r, prompt_for) for r in shown], kind=settings.grounding_map)
         plot_overlays(labelled, maps, shown, out / "overlays.png", n=len(shown))
         written.append(out / "overlays.png")
     return written
@@ -182,14 +171,14 @@ def with_ci(row: dict[str, str], metric: str) -> str:
     return f"{value:.3f} ({low:.3f}-{high:.3f})" if low == low else f"{value:.3f}"
 
 
-def probe_set(loaded: LoadedModel, labelled: LabelledSet, classes: Sequence[str], settings: EvaluateSection, out: Path) -> list[Path]:
+def probe_set(engine: ImageTextEngine, labelled: LabelledSet, classes: Sequence[str], settings: EvaluateSection, out: Path) -> list[Path]:
     """Linear probe on the set's train split, scored on its test split, at ``settings.finetune_fractions``."""
     from synthvlp.evaluation.finetune import linear_probe
 
     labelled, _ = restrict_classes(readable_images(labelled), classes)
     if labelled.split is None or not {"train", "test"} <= set(labelled.split):
         raise UserError(f"evaluate.benchmarks: {labelled.name}: linear_probe needs a benchmark with train and test splits")
-    rows = linear_probe(loaded.model, loaded.preprocess, labelled.only_split("train"), labelled.only_split("test"),
+    rows = linear_probe(engine, labelled.only_split("train"), labelled.only_split("test"),
                         settings.finetune_fractions, settings.finetune_seeds)
     return [write_finetune(rows, out, "finetune")]
 

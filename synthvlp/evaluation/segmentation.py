@@ -23,10 +23,10 @@ from monai.networks.nets.flexible_unet import UNetDecoder
 from torch import nn
 
 from synthvlp.bootstrap import percentile_bootstrap
-from synthvlp.checkpoints import load_checkpoint
+from synthvlp.checkpoints import ClipCheckpoint, ImageEncoderCheckpoint, load
 from synthvlp.errors import UserError
-from synthvlp.models import IMAGE_ENCODER_FORMAT, build_clip, load_clip_checkpoint, load_image_encoder
 from synthvlp.evaluation.segmentation_data import SegmentationSet, dice_per_image
+from synthvlp.models import build_clip, clip_from_checkpoint, load_image_encoder
 
 Say = Callable[[str], None]
 
@@ -41,13 +41,13 @@ class EncoderSource:
     @classmethod
     def from_checkpoint(cls, path: Path) -> EncoderSource:
         """From a CLIP checkpoint (``save_clip_checkpoint``) or an image-encoder one (``save_image_encoder``)."""
-        payload = load_checkpoint(path, "CLIP or image-encoder checkpoint", keys=("model",))
-        if payload.get("format") == IMAGE_ENCODER_FORMAT:
-            visual = build_clip(payload["model"])[0].visual
-            load_image_encoder(path, visual)
+        record = load(path, ClipCheckpoint, ImageEncoderCheckpoint)
+        if isinstance(record, ImageEncoderCheckpoint):
+            visual = build_clip(record.model_name)[0].visual
+            load_image_encoder(record, visual)
         else:
-            visual = load_clip_checkpoint(path)[0].visual
-        return cls(payload["model"], visual)
+            visual = clip_from_checkpoint(record)[0].visual
+        return cls(record.model_name, visual)
 
 
 class ViTUNet(nn.Module):

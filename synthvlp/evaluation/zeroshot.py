@@ -1,5 +1,6 @@
-"""Zero-shot classification with positive/negative prompt sets per class (the CheXzero convention).
+"""Zero-shot classification with positive/negative prompt sets per class (the CheXzero convention): the metrics.
 
+The probabilities come from ``ImageTextEngine.zero_shot_probabilities`` (``synthvlp.evaluation.inference``):
 p(class) = exp(s+) / (exp(s+) + exp(s-)), where s+ and s- are the image's scaled cosine similarities to the mean
 embedding of the positive and of the negative prompts ("There is {name}." / "There is no {name}."). Each class
 is scored on the images that have a 1 or 0 for it (NaN cells are uncertain or unlabelled and skipped), with AUC,
@@ -11,14 +12,13 @@ positive or no negative image gets NaN and a note instead of a misleading number
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from synthvlp.bootstrap import Statistic, percentile_bootstrap
-from synthvlp.config import NEGATIVE_PROMPTS, POSITIVE_PROMPTS
 
 METRICS = ("auc", "f1_best", "acc_best", "mcc_best", "f1_05", "acc_05", "mcc_05")
 
@@ -48,47 +48,6 @@ class ClassResult:
             low, high = self.ci.get(metric, (float("nan"), float("nan")))
             flat[f"{metric}_ci_low"], flat[f"{metric}_ci_high"] = low, high
         return flat
-
-
-def encode_images(model, preprocess, count: int, open_image: Callable[[int], object], batch_size: int = 128,
-                  advance: Callable[[int], None] | None = None):
-    """(count, dim) L2-normalised image embeddings; images are opened and preprocessed one batch at a time."""
-    import torch
-
-    features = []
-    with torch.no_grad():
-        for begin in range(0, count, batch_size):
-            index = range(begin, min(count, begin + batch_size))
-            batch = torch.stack([preprocess(open_image(i).convert("RGB")) for i in index])
-            features.append(model.encode_image(batch, normalize=True))
-            if advance is not None:
-                advance(len(index))
-    return torch.cat(features) if features else torch.zeros((0, 1))
-
-
-def class_text_embeddings(model, tokenizer, classes: Sequence[str], templates: Sequence[str]):
-    """(n_classes, dim): the normalised mean of each class's prompt embeddings (a prompt ensemble)."""
-    import torch
-
-    with torch.no_grad():
-        prompts = [t.format(name=name) for name in classes for t in templates]
-        features = model.encode_text(tokenizer(prompts), normalize=True).reshape(len(classes), len(templates), -1)
-        mean = features.mean(dim=1)
-        return mean / mean.norm(dim=-1, keepdim=True)
-
-
-def zero_shot_probabilities(model, tokenizer, image_features, classes: Sequence[str],
-                            positive: Sequence[str] = POSITIVE_PROMPTS, negative: Sequence[str] = NEGATIVE_PROMPTS) -> np.ndarray:
-    """(n_images, n_classes) p(positive) from the softmax over each class's positive/negative prompt pair."""
-    import torch
-
-    if image_features.shape[0] == 0:
-        return np.zeros((0, len(classes)))
-    with torch.no_grad():
-        pos = class_text_embeddings(model, tokenizer, classes, positive)
-        neg = class_text_embeddings(model, tokenizer, classes, negative)
-        pair = torch.stack([image_features @ pos.T, image_features @ neg.T], dim=-1) * model.logit_scale.exp()
-        return pair.softmax(dim=-1)[..., 0].numpy()
 
 
 def _threshold_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> tuple[float, float, float]:

@@ -1,7 +1,7 @@
 """Resumable training state: model, optimiser, schedule, RNG states and data position, written atomically.
 
-A state is one ``torch.save`` dict of tensors and plain values, so ``torch.load(weights_only=True)`` reads it
-(no pickled code). The data position is the step count (``sampling.py`` derives the rest). States live in
+A state is one ``torch.save`` dict of tensors and plain values (``checkpoints.TrainState``), so
+``torch.load(weights_only=True)`` reads it (no pickled code). The data position is the step count (``sampling.py`` derives the rest). States live in
 ``pretrain/state/step-NNNNNNNN.pt``; the newest readable one is resumed, older ones beyond ``keep`` are pruned.
 """
 
@@ -17,11 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from synthvlp.checkpoints import load_checkpoint, save_checkpoint
+from synthvlp.checkpoints import TrainState, load, save
 from synthvlp.errors import UserError
 from synthvlp.models import load_weights
-
-STATE_FORMAT = "synthvlp.train_state/1"
 
 
 def rng_state() -> dict[str, Any]:
@@ -67,7 +65,6 @@ def state_path(folder: Path, step: int) -> Path:
 def save_state(folder: Path, step: int, model_name: str, model, optimizer, scheduler, extra: dict[str, Any], keep: int) -> Path:
     """Write the state after ``step`` optimiser steps, then prune all but the ``keep`` newest."""
     payload = {
-        "format": STATE_FORMAT,
         "model_name": model_name,
         "step": step,
         "model": model.state_dict(),
@@ -77,7 +74,7 @@ def save_state(folder: Path, step: int, model_name: str, model, optimizer, sched
         **extra,
     }
     path = state_path(folder, step)
-    save_checkpoint(path, payload)
+    save(path, TrainState, payload)
     for old in sorted(folder.glob("step-*.pt"))[:-keep]:
         old.unlink(missing_ok=True)
     return path
@@ -87,7 +84,7 @@ def latest_state(folder: Path) -> tuple[Path, dict[str, Any]] | None:
     """The newest state that loads, or None; an unreadable file (cut short outside our atomic writes) is skipped."""
     for path in sorted(folder.glob("step-*.pt"), reverse=True):
         try:
-            return path, load_checkpoint(path, "training state", fmt=STATE_FORMAT, keys=("model_name", "step", "model", "optimizer", "scheduler", "rng"))
+            return path, load(path, TrainState).payload
         except UserError:
             continue
     return None

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from synthvlp.checkpoints import load_checkpoint, save_checkpoint
+from synthvlp.checkpoints import BackboneCheckpoint, load, save
 from synthvlp.config import without_operational
 from synthvlp.errors import UserError
 from synthvlp.models import save_image_encoder
@@ -27,7 +27,6 @@ from synthvlp.pretrain.trainer import Built, Fitted, Loop, Objective, fit
 from synthvlp.rasd import BufferedSynthesizer, PrototypeDisentangleLoss, RaSDConfig, build_backbone
 
 LOG_COLUMNS = ("step", "loss", "pull", "push", "lr", "samples_per_s")
-BACKBONE_FORMAT = "synthvlp.rasd_backbone/1"
 
 
 @dataclass
@@ -113,14 +112,14 @@ def train_rasd(config: RaSDConfig, advance: Callable[[int], None] = lambda n: No
 
 def save_backbone(path: Path, config: RaSDConfig, net: torch.nn.Module, steps: int) -> None:
     """The trained dense network with the config that builds it (``load_backbone`` reads it back)."""
-    save_checkpoint(path, {"format": BACKBONE_FORMAT, "config": config.model_dump(mode="json"), "state_dict": net.state_dict(), "steps": steps})
+    save(path, BackboneCheckpoint, {"config": config.model_dump(mode="json"), "state_dict": net.state_dict(), "steps": steps})
 
 
 def load_backbone(path: Path) -> tuple[torch.nn.Module, RaSDConfig]:
     """(backbone with its trained weights, the RaSD config it was trained with) from ``save_backbone``'s file."""
     from synthvlp.models import load_weights
 
-    payload = load_checkpoint(path, "RaSD backbone", fmt=BACKBONE_FORMAT, keys=("config", "state_dict"), hint="run synthvlp pretrain rasd first")
+    payload = load(path, BackboneCheckpoint).payload
     try:
         config = RaSDConfig.model_validate(payload["config"])
     except ValueError as exc:
