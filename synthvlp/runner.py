@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from synthvlp import schema
-from synthvlp.config import NOT_FINGERPRINTED, STAGES, RunConfig
+from synthvlp.config import NOT_FINGERPRINTED, RENDERERS, STAGES, RunConfig
 from synthvlp.errors import UserError
 from synthvlp.executors import execute_units
 from synthvlp.report import write_report
@@ -153,8 +153,8 @@ class Runner:
         models = {"pretrain", "evaluate"}
         if self.config.reports.backend == "transformers":
             models.add("reports")
-        if self.config.images.backend == "diffusers":
-            models.add("images")
+        if stage == "images":
+            return RENDERERS.load(self.config.images.backend).work_kind
         return "compute" if stage in models else "small"
 
     def _run_per_unit(self, stage: str) -> None:
