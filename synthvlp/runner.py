@@ -150,11 +150,11 @@ class Runner:
 
     def work_kind(self, stage: str) -> Kind:
         """How the stage computes, for its thread pools: models ("compute") or many small array ops ("small")."""
+        if stage == "images":
+            return RENDERERS.load(self.config.images.backend).work_kind
         models = {"pretrain", "evaluate"}
         if self.config.reports.backend == "transformers":
             models.add("reports")
-        if stage == "images":
-            return RENDERERS.load(self.config.images.backend).work_kind
         return "compute" if stage in models else "small"
 
     def _run_per_unit(self, stage: str) -> None:
