@@ -6,6 +6,8 @@ traceback means a bug. Heavy libraries are imported inside commands so ``--help`
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -639,11 +641,8 @@ def evaluate(
 
     Scores the images on disk of those the label file lists and says how many that is; none on disk is an error. Boxes in another resolution than the images are rescaled where the benchmark's image size is known (NIH) and warned about otherwise. A class without positive or negative images is NaN with a note.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from synthvlp.evaluation.benchmarks import load_benchmark
-    from synthvlp.evaluation.harness import evaluate_set, write_results
-    from synthvlp.evaluation.inference import ImageTextEngine
+    from synthvlp.evaluation.harness import CheckpointEvaluation, EvaluationSet, write_results
 
     if len(data) != 1:
         raise UserError(f"--data given {len(data)} times ({', '.join(map(str, data))}); give the label file or folder once, and the images folder as --images")
@@ -657,18 +656,26 @@ def evaluate(
     settings, source = _evaluate_settings(checkpoint, config, prompts, bootstrap)
     if source is not None:
         console.print(f"evaluate settings (prompts, bootstrap, grounding) from {source}")
-    engine = ImageTextEngine.from_checkpoint(checkpoint)
+    evaluation = CheckpointEvaluation.load(checkpoint, settings, seed, _evaluate_bar, console.print, batch_size=batch_size)
     labelled = load_benchmark(benchmark, path, **_adapter_options(benchmark, images, option))
     if split is not None:
         labelled = labelled.only_split(split)
     wanted = _wanted_classes(classes, labelled.classes, benchmark) if classes or not settings.classes else settings.classes
     title = labelled.name if benchmark == "generic" else benchmark  # a generic CSV's results are named after it
     out = out or checkpoint.parent / f"evaluate-{title}"
-    with Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task("evaluate", total=len(labelled))
-        evaluate_set(engine, labelled, wanted, settings, out / title, seed=seed, advance=lambda n: progress.advance(task, n), batch_size=batch_size)
+    evaluation.score(EvaluationSet(title, labelled, wanted), out)
     console.print(f"scored {len(labelled):,} images" + (f" present of {len(labelled) + len(labelled.missing):,} listed" if labelled.missing else ""))
     console.print(f"results: {write_results(out, f'Evaluation of {checkpoint}')}")
+
+
+@contextmanager
+def _evaluate_bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """The evaluate command's progress bar for ``total`` images; yields the function that advances it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)
 
 
 def _numbers(text: str, kind: type) -> list:

@@ -20,6 +20,13 @@ T = TypeVar("T", bound=BaseModel)
 STAGES: tuple[str, ...] = ("plan", "reports", "images", "filter", "balance", "pretrain", "evaluate")
 """Stage names in run order; the runner owns what each one does."""
 
+RENDERERS: Registry = Registry("images.backend", {
+    "diffusers": "synthvlp.generation.renderers.diffusers:DiffusersRenderer",
+    "phantom": "synthvlp.generation.renderers.phantom:PhantomRenderer",
+    "source": "synthvlp.generation.renderers.source:SourceRenderer",
+})
+"""The image renderers ``images.backend`` names, each a ``synthvlp.generation.images.Renderer`` (docs/extending.md)."""
+
 NOT_FINGERPRINTED: dict[str, tuple[str, ...]] = {"run": ("name", "out_dir", "executor", "ray"), "plan": ("source_corpus",)}
 """Settings no stage output depends on (names, places, where units execute, and the corpus only the run report
 compares with): changing them redoes nothing, and a run folder accepts them without --force."""
@@ -228,11 +235,11 @@ class DiffusersSection(Section):
 class ImagesSection(Section):
     """How images are rendered."""
 
-    backend: Literal["phantom", "diffusers", "source"] = Field(
+    backend: str = Field(
         "phantom",
-        description="'phantom' draws each finding from the plan with exact masks and needs no weights; 'diffusers' "
-        "runs a local diffusion pipeline (images.diffusers.path) on the IMPRESSION; 'source' stores each sample's own "
-        "real film (plan.labels), resized to images.size, with its boxes as masks.",
+        description="The renderer, by its name in config.RENDERERS: 'phantom' draws each finding from the plan with exact "
+        "masks and needs no weights; 'diffusers' runs a local diffusion pipeline (images.diffusers.path) on the "
+        "IMPRESSION; 'source' stores each sample's own real film (plan.labels), resized to images.size, with its boxes as masks.",
     )
     size: int = Field(64, ge=16, le=4096, description="Square image side in pixels.")
     bit_depth: Literal[8, 16] = Field(8, description="PNG bits per pixel of phantom images (diffusers images are 8-bit).")
@@ -256,14 +263,10 @@ class ImagesSection(Section):
                 raise ValueError(f"{name}: low {low} is above high {high}")
         return value
 
-    @model_validator(mode="after")
-    def _diffusers_needs_a_folder(self) -> ImagesSection:
-        if self.backend == "diffusers":
-            if self.diffusers.path is None:
-                raise ValueError("backend 'diffusers' needs images.diffusers.path, the local pipeline folder")
-            if self.size % 8:
-                raise ValueError(f"backend 'diffusers' needs a size divisible by 8 (the VAE downsamples 8x), got {self.size}")
-        return self
+    @field_validator("backend")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        return RENDERERS.check(value)
 
 
 class JudgeSection(ChatEndpointSection):
@@ -575,9 +578,9 @@ class RunConfig(Section):
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
 
     @model_validator(mode="after")
-    def _films_need_a_label_set(self) -> RunConfig:
-        if self.images.backend == "source" and self.plan.labels is None:
-            raise ValueError("images.backend 'source' stores real films: set plan.labels to the labelled set they come from")
+    def _renderer_has_its_settings(self) -> RunConfig:
+        """What the chosen renderer needs from the rest of the config (its ``check``), when the config is loaded."""
+        RENDERERS.load(self.images.backend).check(self)
         return self
 
     def to_plain(self) -> dict[str, Any]:

@@ -25,9 +25,6 @@ class Registry(Generic[T]):
         """The registered names, sorted."""
         return sorted(self._entries)
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
-
     def check(self, name: str) -> str:
         """``name`` if registered; a ValueError listing the known names otherwise (pydantic makes it a field error)."""
         if name not in self._entries:

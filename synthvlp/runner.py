@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from synthvlp import schema
-from synthvlp.config import NOT_FINGERPRINTED, STAGES, RunConfig
+from synthvlp.config import NOT_FINGERPRINTED, RENDERERS, STAGES, RunConfig
 from synthvlp.errors import UserError
 from synthvlp.executors import execute_units
 from synthvlp.report import write_report
@@ -150,11 +150,11 @@ class Runner:
 
     def work_kind(self, stage: str) -> Kind:
         """How the stage computes, for its thread pools: models ("compute") or many small array ops ("small")."""
+        if stage == "images":
+            return RENDERERS.load(self.config.images.backend).work_kind
         models = {"pretrain", "evaluate"}
         if self.config.reports.backend == "transformers":
             models.add("reports")
-        if self.config.images.backend == "diffusers":
-            models.add("images")
         return "compute" if stage in models else "small"
 
     def _run_per_unit(self, stage: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -26,6 +26,8 @@ from synthvlp.runfolder import Unit
 from synthvlp.store import atomic_open, read_shard, write_shard, write_text_atomic
 
 if TYPE_CHECKING:
+    from synthvlp.config import BenchmarkSpec
+    from synthvlp.evaluation.harness import EvaluationSet
     from synthvlp.runner import Runner
 
 Advance = Callable[[int], None]
@@ -300,33 +302,20 @@ class EvaluateStage(GlobalStage):
         labels = np.stack([reader(text).numpy()[columns] for text in held.texts]).astype(np.float32)
         return LabelledSet("real-heldout", list(held.paths), list(held.keys), kept, labels)
 
-    def run_global(self, run: Runner) -> list[Path]:
-        """Zero-shot tables on the synthetic test split and every configured benchmark, then ``results.md``."""
-        import shutil
-
-        from synthvlp.checkpoints import ClipCheckpoint, load
-        from synthvlp.evaluation.benchmarks import load_benchmark
-        from synthvlp.evaluation.harness import evaluate_set, probe_set, write_results
-        from synthvlp.evaluation.inference import ImageTextEngine
-
-        settings = run.config.evaluate
-        classes = settings.classes or run.config.plan.findings
-        out = run.layout.evaluate
-        checkpoint = run.layout.checkpoint
-        record = load(checkpoint, ClipCheckpoint)
-        engine = ImageTextEngine.from_checkpoint(record)
-        floor = ImageTextEngine.from_checkpoint(record, random_init_seed=run.config.run.seed) if settings.floor else None
+    def _titles(self, run: Runner) -> tuple[list[tuple[str, BenchmarkSpec | None]], list[str]]:
+        """The sets to score, as (title, benchmark or None for the run's own test split or the real held-out pairs),
+        and the ones skipped, with why."""
+        settings, real = run.config.evaluate, run.config.pretrain.real
         test_shards = run.dataset_shards("test")
-        holds_out = run.config.pretrain.real is not None and run.config.pretrain.recipe != "synthetic" and run.config.pretrain.real.holdout_fraction > 0
+        holds_out = real is not None and run.config.pretrain.recipe != "synthetic" and real.holdout_fraction > 0
         if not test_shards and not settings.benchmarks and not holds_out:
             raise UserError("evaluate: the run has no test split and evaluate.benchmarks is empty; raise run.test_fraction "
                             "or list the held-out sets to score (e.g. the test split of the runs a mixed recipe trains on)")
         own = SYNTHETIC_TEST if run.config.plan.labels is None else REAL_TEST
-        sets = [(own, None)] if test_shards else []  # (title, BenchmarkSpec or None for our own test split)
+        titles: list[tuple[str, BenchmarkSpec | None]] = [(own, None)] if test_shards else []
         skipped = [] if test_shards else ["the run's own test split: it has none (its training data comes from elsewhere)"]
-        real = run.config.pretrain.real
-        if real is not None and run.config.pretrain.recipe != "synthetic" and real.holdout_fraction > 0:
-            sets.append(("real-heldout", None))
+        if holds_out:
+            titles.append(("real-heldout", None))
         for spec in settings.benchmarks:
             title = spec.folder_name  # a plain name (checked in the config), so results stay inside evaluate/
             if not spec.path.exists():
@@ -334,24 +323,39 @@ class EvaluateStage(GlobalStage):
                     raise UserError(f"evaluate.benchmarks: {title}: {spec.path} not found")
                 skipped.append(f"{title}: {spec.path} absent")
                 continue
-            sets.append((title, spec))
-        for stale in {p.name for p in out.iterdir() if p.is_dir()} - {title for title, _ in sets} if out.is_dir() else ():
-            shutil.rmtree(out / stale)  # a benchmark dropped from the config leaves no stale table behind
-        written = []
-        for title, spec in sets:
+            titles.append((title, spec))
+        return titles, skipped
+
+    def _sets(self, run: Runner, titles: list[tuple[str, BenchmarkSpec | None]]) -> Iterator[EvaluationSet]:
+        """Each set, read only when its turn comes (a benchmark's images stay on disk until then)."""
+        from synthvlp.evaluation.benchmarks import load_benchmark
+        from synthvlp.evaluation.harness import EvaluationSet
+
+        classes = run.config.evaluate.classes or run.config.plan.findings
+        for title, spec in titles:
             if spec is not None:
-                whole = load_benchmark(spec.name, spec.path, **spec.adapter_options())
+                yield EvaluationSet(title, load_benchmark(spec.name, spec.path, **spec.adapter_options()), classes, spec.split, spec.linear_probe)
+            elif title == "real-heldout":
+                yield EvaluationSet(title, self._held_out_real(run, classes), classes)
             else:
-                whole = self._held_out_real(run, classes) if title == "real-heldout" else load_benchmark("shards", test_shards, classes=classes)
-            labelled = whole.only_split(spec.split) if spec is not None and spec.split is not None else whole
-            with run.progress(f"evaluate {title}", len(labelled)) as advance:
-                written += evaluate_set(engine, labelled, classes, settings, out / title, seed=run.config.run.seed, advance=advance, floor=floor)
-            if spec is not None and spec.linear_probe:
-                run.console.print(f"evaluate {title}: linear probe at {settings.finetune_fractions} of the train split, seeds {settings.finetune_seeds}")
-                written += probe_set(engine, whole, classes, settings, out / title)
+                yield EvaluationSet(title, load_benchmark("shards", run.dataset_shards("test"), classes=classes), classes)
+
+    def run_global(self, run: Runner) -> list[Path]:
+        """Zero-shot tables on the run's own test split, the real corpus's held-out pairs and every configured
+        benchmark (``CheckpointEvaluation``, as ``synthvlp evaluate``), then ``results.md``."""
+        import shutil
+
+        from synthvlp.evaluation.harness import CheckpointEvaluation, write_results
+
+        settings, out, seed = run.config.evaluate, run.layout.evaluate, run.config.run.seed
+        evaluation = CheckpointEvaluation.load(run.layout.checkpoint, settings, seed, run.progress, run.console.print,
+                                               floor_seed=seed if settings.floor else None)
+        titles, skipped = self._titles(run)
+        for stale in {p.name for p in out.iterdir() if p.is_dir()} - {title for title, _ in titles} if out.is_dir() else ():
+            shutil.rmtree(out / stale)  # a benchmark dropped from the config leaves no stale table behind
+        written = [path for target in self._sets(run, titles) for path in evaluation.score(target, out)]
         write_text_atomic(run.layout.evaluate_skipped, json.dumps(skipped, indent=1))
-        written.append(run.layout.evaluate_skipped)
-        return [*written, write_results(out, f"Evaluation of {run.config.run.name}")]
+        return [*written, run.layout.evaluate_skipped, write_results(out, f"Evaluation of {run.config.run.name}")]
 
 
 REGISTRY: dict[str, UnitStage | GlobalStage] = {

@@ -108,3 +108,29 @@ def test_quickstart_and_evaluation_journeys_run_as_documented(tmp_path):
         assert done.returncode == 0, f"{guide}: synthvlp {line}\n{done.stderr[-3000:]}"
     assert "Scored the" in (work / "runs" / "quickstart" / "eval-nih-official" / "results.md").read_text()
     assert (work / "runs" / "qs" / "open_clip" / "open_clip_config.json").is_file()
+
+
+def python_examples(guide: Path) -> list[tuple[str, str]]:
+    """(the section heading, code) of every fenced ```python block in ``guide``."""
+    found = []
+    for heading, body in re.findall(r"^## (.+?)\n(.*?)(?=^## |\Z)", guide.read_text(), re.S | re.M):
+        found += [(heading, code) for code in re.findall(r"```python\n(.*?)```", body, re.S)]
+    return found
+
+
+EXAMPLES = python_examples(REPO / "docs" / "extending.md")
+
+
+def test_extending_shows_a_benchmark_a_renderer_a_stage_and_a_loss():
+    assert {"Add a benchmark", "Add a renderer", "Add a stage", "Add a loss"} <= {heading for heading, _ in EXAMPLES}
+    text = (REPO / "docs" / "extending.md").read_text()
+    assert "docs/extending.md" in (REPO / "README.md").read_text() and "extending.md" in (REPO / "docs" / "architecture.md").read_text()
+    assert "RENDERERS" in text and "BENCHMARKS" in text and "REGISTRY" in text and "OBJECTIVES" in text
+
+
+@pytest.mark.parametrize(("heading", "code"), EXAMPLES, ids=[heading for heading, _ in EXAMPLES])
+def test_extending_example_runs_as_written(heading, code, tmp_path):
+    """Each example runs in its own process from the repository root (its configs/ paths), as a reader would."""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)})
+    assert done.returncode == 0, f"docs/extending.md, {heading}:\n{done.stderr[-3000:]}"

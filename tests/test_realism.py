@@ -127,7 +127,7 @@ def test_calibration_fits_ranges_and_writes_a_fragment_the_renderer_reads(tmp_pa
     import yaml
 
     from synthvlp.config import RunConfig
-    from synthvlp.generation.images import phantom_appearance
+    from synthvlp.generation.renderers.phantom import phantom_appearance
     from synthvlp.generation.phantom.appearance import Appearance
     from synthvlp.generation.realism.calibrate import calibrate, fragment
 
@@ -143,7 +143,7 @@ def test_calibration_fits_ranges_and_writes_a_fragment_the_renderer_reads(tmp_pa
 def test_appearance_settings_are_checked():
     from synthvlp.config import RunConfig
     from synthvlp.errors import ConfigError
-    from synthvlp.generation.images import phantom_appearance
+    from synthvlp.generation.renderers.phantom import phantom_appearance
 
     with pytest.raises(Exception, match="low 2.0 is above high 1.0"):
         RunConfig.model_validate({"images": {"appearance": {"noise": [2.0, 1.0]}}})

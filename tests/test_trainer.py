@@ -1,11 +1,8 @@
 """The training skeleton (``pretrain/trainer.py``) with an objective of its own, the objective registry, the
-one declaration of operational settings, and the "Add a loss" example of docs/extending.md."""
+one declaration of operational settings (docs/extending.md's "Add a loss" example runs in tests/test_docs.py)."""
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -119,13 +116,3 @@ def test_the_render_trainers_own_list_names_the_operational_fields():
 
     marked = {name for name, field in RenderTrainSection.model_fields.items() if (field.json_schema_extra or {}).get(OPERATIONAL)}
     assert set(diffusion_engine.OPERATIONAL) == marked
-
-
-def test_add_a_loss_example_of_the_docs_runs_as_written(tmp_path):
-    """The example runs in its own process from the repository root, as a reader would run it."""
-    text = (REPO / "docs" / "extending.md").read_text()
-    [code] = re.findall(r"```python\n(.*?)```", text.split("\n## Add a loss\n", 1)[1].split("\n## ", 1)[0], re.S)
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)})
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "3 steps, final loss" in done.stdout

@@ -13,6 +13,8 @@ import csv
 import json
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,59 @@ def evaluate_set(engine: ImageTextEngine, labelled: LabelledSet, classes: Sequen
     if settings.grounding and labelled.regions:
         written += ground(engine, labelled, settings, out, seed, batch_size)
     return written
+
+
+@dataclass
+class EvaluationSet:
+    """One set to score into ``<out>/<title>/``: the whole set (a linear probe reads its train split), the split
+    scored zero-shot (None: every image), the classes to score, and whether to fit a linear probe."""
+
+    title: str
+    labelled: LabelledSet
+    classes: Sequence[str]
+    split: str | None = None
+    linear_probe: bool = False
+
+
+Progress = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
+"""(label, total) -> a context whose value advances a progress bar by n."""
+
+
+@dataclass
+class CheckpointEvaluation:
+    """A checkpoint loaded to score sets into ``<out>/<title>/``: what ``synthvlp evaluate`` and the run's evaluate
+    stage both do, each then writing ``results.md`` (``write_results``). ``floor`` is a randomly initialised model
+    of the same architecture, scored beside it (``zeroshot_floor.csv``) when given."""
+
+    engine: ImageTextEngine
+    floor: ImageTextEngine | None
+    settings: EvaluateSection
+    seed: int
+    progress: Progress
+    say: Callable[[str], None]
+    batch_size: int = 128
+
+    @classmethod
+    def load(cls, checkpoint: Path, settings: EvaluateSection, seed: int, progress: Progress, say: Callable[[str], None],
+             floor_seed: int | None = None, batch_size: int = 128) -> CheckpointEvaluation:
+        """Load ``checkpoint`` (a named error for a bad file, before any set is read), and with ``floor_seed`` its floor."""
+        from synthvlp.checkpoints import ClipCheckpoint, load
+
+        record = load(checkpoint, ClipCheckpoint)
+        floor = ImageTextEngine.from_checkpoint(record, random_init_seed=floor_seed) if floor_seed is not None else None
+        return cls(ImageTextEngine.from_checkpoint(record), floor, settings, seed, progress, say, batch_size)
+
+    def score(self, target: EvaluationSet, out: Path) -> list[Path]:
+        """Zero-shot (and grounding) tables of one set in ``out/<title>``, and its linear probe when asked for."""
+        labelled = target.labelled.only_split(target.split) if target.split is not None else target.labelled
+        folder = out / target.title
+        with self.progress(f"evaluate {target.title}", len(labelled)) as advance:
+            written = evaluate_set(self.engine, labelled, target.classes, self.settings, folder, seed=self.seed, advance=advance,
+                                   floor=self.floor, batch_size=self.batch_size)
+        if target.linear_probe:
+            self.say(f"evaluate {target.title}: linear probe at {self.settings.finetune_fractions} of the train split, seeds {self.settings.finetune_seeds}")
+            written += probe_set(self.engine, target.labelled, target.classes, self.settings, folder)
+        return written
 
 
 def _zero_shot(engine: ImageTextEngine, labelled: LabelledSet, settings: EvaluateSection,
