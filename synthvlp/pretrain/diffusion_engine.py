@@ -5,7 +5,10 @@ It keeps the pre-training engine's habits: the data order of step ``s`` is a pur
 (``sampling.StepPlan``), noise, timesteps and caption dropout of step ``s`` come from a generator seeded by
 (seed, s), and the weights, optimiser, LR schedule, EMA weights and RNG states are checkpointed together
 (``checkpoint.py``), so a run killed and started again ends with the weights an uninterrupted one has
-(``tests/test_render_train.py``). Each checkpoint also exports ``pipeline/`` (EMA weights) and draws
+(``tests/test_render_train.py``). Under torchrun each rank takes a contiguous slice of every global batch and of
+its noise, timesteps and caption dropout (drawn for the whole batch, then sliced), DDP averages the gradients, and
+rank 0 alone writes: N processes train the model one process trains on the same global batch, up to the order of
+float sums (``tests/test_render_ddp.py``). Each checkpoint also exports ``pipeline/`` (EMA weights) and draws
 ``samples/step-N.png``, so a stopped run leaves a renderer to look at. The pipeline folder holds
 ``training-films.npz``, the training films at the model's size, which the memorisation guard compares every
 rendered film with (``filter.train_films``).
@@ -30,7 +33,7 @@ from synthvlp.csvfiles import read_csv_table
 from synthvlp.errors import UserError
 from synthvlp.pretrain import checkpoint
 from synthvlp.pretrain.data import CsvSource, PairDataset, ShardSource, collate
-from synthvlp.pretrain.distributed import close_world, init_world
+from synthvlp.pretrain.distributed import World, all_reduce_flag, close_world, init_world
 from synthvlp.pretrain.engine import warmup_cosine
 from synthvlp.pretrain.logs import TrainLog
 from synthvlp.pretrain.sampling import Recipe, StepPlan
@@ -48,6 +51,7 @@ IMPRESSION = re.compile(r"\bIMPRESSION\s*:", re.IGNORECASE)
 @dataclass
 class RenderResult:
     steps: int
+    world_size: int
     final_loss: float
     seconds: float
     samples_per_second: float
@@ -170,40 +174,67 @@ def _data_files(data: RenderDataSection) -> list[Path]:
     return _shard_paths(data.shards) + ([data.real.csv] if data.real is not None else [])
 
 
-class _Trainer:
-    """The live objects of one training run and what it writes."""
+class Denoiser(torch.nn.ModuleDict):
+    """The trained parts (``unet``, and ``text_encoder`` when it trains) as one module whose forward is the
+    denoising prediction, so DDP wraps one call; its state_dict keys are the parts' names."""
 
-    def __init__(self, config: RenderTrainConfig, device: torch.device) -> None:
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
+        if "text_encoder" in self:
+            context = self["text_encoder"](tokens)[0]
+        return self["unet"](noisy, timesteps, encoder_hidden_states=context).sample
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.precision`` on ``device`` (None: fp32). fp16 needs a GPU (its gradient scaler
+    is a CUDA one); bf16 runs on CPU too, slower than fp32 on CPUs without bf16 units."""
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError("train.precision = fp16 needs a CUDA GPU; use bf16 (or fp32) on CPU")
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class _Trainer:
+    """The live objects of one training run (on one rank of ``world``) and what it writes."""
+
+    def __init__(self, config: RenderTrainConfig, world: World) -> None:
         from diffusers import DDPMScheduler
         from diffusers.training_utils import EMAModel
 
         from synthvlp.pixel_diffusion import build_unet
 
-        self.config, self.device = config, device
+        self.config, self.world, self.device = config, world, world.device
         model, train = config.model, config.train
+        self.dtype = autocast_dtype(train.precision, world.device)
         self.sources, self.keys, captions = training_pairs(config.data, train.seed)
-        torch.manual_seed(train.seed)
+        torch.manual_seed(train.seed)  # identical initial weights on every rank
         self.tokenizer, self.text_encoder = build_text_side(model, captions)
         self.unet = build_unet(model, self.text_encoder.config.hidden_size)
         self.train_text = model.text_encoder is None or model.train_text_encoder
         self.text_encoder.requires_grad_(self.train_text)
-        self.trainable = torch.nn.ModuleDict({"unet": self.unet, **({"text_encoder": self.text_encoder} if self.train_text else {})}).to(device)
-        self.text_encoder.to(device)
+        self.trainable = Denoiser({"unet": self.unet, **({"text_encoder": self.text_encoder} if self.train_text else {})}).to(self.device)
+        self.text_encoder.to(self.device)
         self.noise = DDPMScheduler(num_train_timesteps=model.train_timesteps, beta_schedule=model.beta_schedule, prediction_type=model.prediction, clip_sample=True)
         self.dataset = PairDataset(self.sources, FilmTransform(model.size), CaptionTokens(self.tokenizer, config.data.text), train.seed)
-        self.plan = StepPlan(Recipe(tuple(self.dataset.sizes)), train.seed, min(train.batch_size, len(self.dataset)), 1, 0, 1)
+        batch = min(train.batch_size, len(self.dataset))
+        if batch % world.size:
+            raise UserError(f"train.batch_size ({batch}) must be a multiple of the {world.size} torchrun processes: each takes an equal slice")
+        self.plan = StepPlan(Recipe(tuple(self.dataset.sizes)), train.seed, batch, 1, world.rank, world.size)
         self.empty = CaptionTokens(self.tokenizer, "report")([""])[0]
         self.optimizer = torch.optim.AdamW(self.trainable.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: warmup_cosine(s, train.warmup_steps, train.steps))
         self.ema = EMAModel(self.trainable.parameters(), decay=train.ema_decay, use_ema_warmup=True, power=3 / 4)
+        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
+        self.ddp = torch.nn.parallel.DistributedDataParallel(self.trainable, device_ids=[world.local_rank] if self.device.type == "cuda" else None) if world.size > 1 else self.trainable
         self.out_dir = Path(train.out_dir)
         self.state_dir = self.out_dir / "state" / state_key(config, _data_files(config.data))
         self.films: tuple[list[str], np.ndarray] | None = None
 
     def restore(self) -> int:
-        """Continue from the newest readable state of these settings (0 when there is none); states of other
-        settings are removed, as the pre-training engine does."""
-        checkpoint.drop_other_states(self.state_dir)
+        """Continue from the newest readable state of these settings (0 when there is none); rank 0 removes the
+        states of other settings, as the pre-training engine does."""
+        if self.world.main:
+            checkpoint.drop_other_states(self.state_dir)
         found = checkpoint.latest_state(self.state_dir)
         if found is None:
             return 0
@@ -213,41 +244,58 @@ class _Trainer:
             raise UserError(f"{path}: training state without EMA weights; delete {self.state_dir} to start afresh")
         self.ema.load_state_dict(state["ema"])
         self.ema.to(self.device)
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         return start
 
-    def step(self, step: int) -> float:
-        """One optimiser step on the plan's batch ``step``; returns its loss."""
+    def _inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+        """This rank's (films, caption tokens, noise, timesteps, keys) of step ``step``. Noise, timesteps and caption
+        dropout are drawn for the whole global batch from the step's generator and sliced like the films, so every
+        sample gets the draw it gets in one process."""
         train = self.config.train
         items = next(self.plan.micro_batches(step, step + 1))
         batch = collate([self.dataset[item] for item in items])
-        films = batch.images.to(self.device)
+        mine = slice(self.world.rank * len(items), (self.world.rank + 1) * len(items))
+        total = self.plan.batch_size
         generator = torch.Generator().manual_seed(sample_seed(train.seed, f"step-{step}", "render-train"))
-        noise = torch.randn(films.shape, generator=generator)
-        timesteps = torch.randint(0, self.noise.config.num_train_timesteps, (len(films),), generator=generator)
-        dropped = torch.rand(len(films), generator=generator) < train.caption_dropout
+        noise = torch.randn((total, *batch.images.shape[1:]), generator=generator)[mine]
+        timesteps = torch.randint(0, self.noise.config.num_train_timesteps, (total,), generator=generator)[mine]
+        dropped = (torch.rand(total, generator=generator) < train.caption_dropout)[mine]
         tokens = torch.where(dropped[:, None], self.empty[None], batch.tokens)
-        noise, timesteps = noise.to(self.device), timesteps.to(self.device)
-        bf16 = train.precision == "bf16" or (train.precision == "auto" and self.device.type == "cuda")
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            context = self.text_encoder(tokens.to(self.device))[0]
+        return batch.images.to(self.device), tokens.to(self.device), noise.to(self.device), timesteps.to(self.device), batch.keys
+
+    def step(self, step: int) -> float:
+        """One optimiser step on the plan's batch ``step``; returns its loss over the global batch."""
+        films, tokens, noise, timesteps, keys = self._inputs(step)
+        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+            context = None
+            if not self.train_text:
+                with torch.no_grad():
+                    context = self.text_encoder(tokens)[0]
             noisy = self.noise.add_noise(films, noise, timesteps)
-            predicted = self.unet(noisy, timesteps, encoder_hidden_states=context).sample
+            predicted = self.ddp(noisy, timesteps, context, tokens)
         target = noise if self.noise.config.prediction_type == "epsilon" else self.noise.get_velocity(films, noise, timesteps)
         loss = torch.nn.functional.mse_loss(predicted.float(), target.float())
-        if not torch.isfinite(loss):
-            raise UserError(f"render train diverged: loss is {loss.item()} at step {step} (films {batch.keys[:4]}...); lower train.lr")
-        loss.backward()
-        if train.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.trainable.parameters(), train.grad_clip)
-        self.optimizer.step()
+        if all_reduce_flag(not bool(torch.isfinite(loss)), self.world):
+            raise UserError(f"render train diverged: loss is {loss.item()} at step {step} (films {keys[:4]}..., rank {self.world.rank}); lower train.lr")
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()  # DDP averages the ranks' gradients
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.config.train.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.trainable.parameters(), self.config.train.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.schedule.step()
         self.ema.step(self.trainable.parameters())
-        return float(loss.detach())
+        return _mean_over_ranks(float(loss.detach()), self.world)
 
     def save(self, step: int) -> None:
-        checkpoint.save_state(self.state_dir, step, MODEL_NAME, self.trainable, self.optimizer, self.schedule,
-                              {"ema": self.ema.state_dict()}, self.config.train.keep_checkpoints)
+        extra = {"ema": self.ema.state_dict(), **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {})}
+        checkpoint.save_state(self.state_dir, step, MODEL_NAME, self.trainable, self.optimizer, self.schedule, extra, self.config.train.keep_checkpoints)
 
     def export(self, step: int) -> Path:
         """Write ``pipeline/`` with the EMA weights (replacing the previous export) and the step's sample sheet."""
@@ -306,48 +354,64 @@ class _Trainer:
             Image.fromarray(row).save(handle, format="PNG")
 
 
+def _mean_over_ranks(value: float, world: World) -> float:
+    """The mean of ``value`` over the ranks (each rank's loss is over its equal slice of the global batch)."""
+    if world.size == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=world.device)
+    torch.distributed.all_reduce(total)
+    return float(total.item()) / world.size
+
+
 def train_renderer(
     config: RenderTrainConfig,
     progress: Callable[[int, float], None] = lambda n, loss: None,
     say: Callable[[str], None] = print,
     export_only: bool = False,
 ) -> RenderResult:
-    """Train (or resume) the renderer and export ``pipeline/``; ``progress(samples, loss)`` after each step (and
-    once with the samples already done when resuming). ``export_only`` writes the pipeline of the newest state."""
+    """Train (or resume) the renderer and export ``pipeline/``, in one process or under torchrun; on rank 0,
+    ``progress(samples, loss)`` after each step (and once with the samples already done when resuming).
+    ``export_only`` writes the pipeline of the newest state."""
     world = init_world(config.train.threads)
     try:
-        if world.size > 1:
-            raise UserError("render train runs in one process; start it without torchrun")
-        trainer = _Trainer(config, world.device)
-        train = config.train
+        trainer = _Trainer(config, world)
         start = trainer.restore()
         if export_only:
             if start == 0:
                 raise UserError(f"{trainer.state_dir}: no training state to export; run synthvlp render train first")
-            path = trainer.export(start)
-            return RenderResult(start, float("nan"), 0.0, 0.0, start, len(trainer.dataset), path)
-        if start:
-            say(f"render train: resuming from step {start} of {train.steps} ({trainer.state_dir})")
+            path = trainer.export(start) if world.main else trainer.out_dir / "pipeline"
+            return RenderResult(start, world.size, float("nan"), 0.0, 0.0, start, len(trainer.dataset), path)
+        if start and world.main:
+            say(f"render train: resuming from step {start} of {config.train.steps} ({trainer.state_dir})")
             progress(start * trainer.plan.batch_size, float("nan"))
-        log = TrainLog(trainer.out_dir, start, False, LOG_COLUMNS)
-        trainer.trainable.train()
-        began = time.perf_counter()
-        loss = float("nan")
-        for step in range(start, train.steps):
-            tick = time.perf_counter()
-            loss = trainer.step(step)
-            log.add(step=step, loss=loss, lr=trainer.schedule.get_last_lr()[0], samples_per_s=trainer.plan.batch_size / (time.perf_counter() - tick))
-            if (step + 1) % train.checkpoint_every == 0 or step + 1 == train.steps:
-                trainer.save(step + 1)
-                log.flush()
-                trainer.export(step + 1)
-            progress(trainer.plan.batch_size, loss)
-        log.close()
-        seconds = time.perf_counter() - began
-        path = trainer.out_dir / "pipeline"
-        if start == train.steps and not path.is_dir():
-            path = trainer.export(start)
-        done = (train.steps - start) * trainer.plan.batch_size
-        return RenderResult(train.steps, loss, seconds, done / max(seconds, 1e-9), start, len(trainer.dataset), path)
+        return _train(trainer, start, progress)
     finally:
         close_world(world)
+
+
+def _train(trainer: _Trainer, start: int, progress: Callable[[int, float], None]) -> RenderResult:
+    """Steps ``start`` .. ``train.steps``; rank 0 logs, checkpoints and exports, the others only train."""
+    train, main = trainer.config.train, trainer.world.main
+    log = TrainLog(trainer.out_dir, start, False, LOG_COLUMNS) if main else None
+    trainer.trainable.train()
+    began = time.perf_counter()
+    loss = float("nan")
+    for step in range(start, train.steps):
+        tick = time.perf_counter()
+        loss = trainer.step(step)
+        if log is not None:
+            log.add(step=step, loss=loss, lr=trainer.schedule.get_last_lr()[0], samples_per_s=trainer.plan.batch_size / (time.perf_counter() - tick))
+        if main and ((step + 1) % train.checkpoint_every == 0 or step + 1 == train.steps):
+            trainer.save(step + 1)
+            log.flush()
+            trainer.export(step + 1)
+        if main:
+            progress(trainer.plan.batch_size, loss)
+    seconds = time.perf_counter() - began
+    path = trainer.out_dir / "pipeline"
+    if log is not None:
+        log.close()
+        if start == train.steps and not path.is_dir():
+            path = trainer.export(start)
+    done = (train.steps - start) * trainer.plan.batch_size
+    return RenderResult(train.steps, trainer.world.size, loss, seconds, done / max(seconds, 1e-9), start, len(trainer.dataset), path)
