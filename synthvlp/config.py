@@ -368,6 +368,9 @@ class RenderDataSection(Section):
     real: RealDataSection | None = Field(None, description="A CSV of image paths and report texts (MIMIC-CXR layout), as pretrain.real reads it.")
     text: Literal["impression", "report"] = Field(
         "impression", description="'impression': condition on the IMPRESSION section when the text has one (SynCXR/RoentGen; what images.backend diffusers renders from); 'report': the whole text.")
+    plan: bool = Field(
+        False, description="Also condition on the entity plan: its present and uncertain findings, sorted, before the text ('PLAN: cardiomegaly; left pleural effusion. ...'). "
+        "Shards give each sample's planned entities (<key>.json), a CSV what the entity extractor reads in its report; the images stage builds the same caption from each sample's plan.")
 
     @model_validator(mode="after")
     def _has_data(self) -> RenderDataSection:

@@ -178,7 +178,8 @@ def _render_diffusers(config: RunConfig, rows: list[dict], advance: Callable[[in
     for start in range(0, len(rows), settings.batch_size):
         batch = rows[start : start + settings.batch_size]
         batch_seeds = [sample_seed(config.run.seed, row["id"], "image", row.get("image_attempt", 0)) for row in batch]
-        result = renderer.render([row["impression"] for row in batch], batch_seeds, config.images.size)
+        prompts = [renderer.prompt(caption(row["findings"], row["impression"]), row["impression"], row["planned_entities"]) for row in batch]
+        result = renderer.render(prompts, batch_seeds, config.images.size)
         truncated += result.truncated
         for row, image in zip(batch, result.images, strict=True):
             samples.append(_sample(row, encode_png(image), _meta(row)))

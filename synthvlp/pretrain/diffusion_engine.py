@@ -17,7 +17,7 @@ rendered film with (``filter.train_films``).
 from __future__ import annotations
 
 import glob
-import re
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from synthvlp.captions import caption, conditioning
 from synthvlp.config import RealDataSection, RenderDataSection, RenderModelSection, RenderTrainConfig
 from synthvlp.csvfiles import read_csv_table
 from synthvlp.errors import UserError
@@ -44,8 +45,9 @@ MODEL_NAME = "pixel-diffusion"
 LOG_COLUMNS = ("step", "loss", "lr", "samples_per_s")
 OPERATIONAL = ("out_dir", "threads", "checkpoint_every", "keep_checkpoints", "sample_prompts", "sample_steps", "sample_guidance")
 """Training settings that do not change the weights; changing them keeps a run resumable."""
+LATER = (("data", "plan", False),)
+"""(section, setting, default) of weight-changing settings added after the first release."""
 TRAINING_FILMS = "training-films.npz"
-IMPRESSION = re.compile(r"\bIMPRESSION\s*:", re.IGNORECASE)
 
 
 @dataclass
@@ -58,15 +60,6 @@ class RenderResult:
     resumed_from: int
     training_pairs: int
     pipeline: Path
-
-
-def caption(text: str, mode: str) -> str:
-    """What the renderer is conditioned on: the text after its last ``IMPRESSION:`` (or all of it when it has
-    none), or the whole report."""
-    if mode == "impression":
-        parts = IMPRESSION.split(text)
-        text = parts[-1]
-    return " ".join(text.split())
 
 
 def _shard_paths(patterns: list[str]) -> list[Path]:
@@ -92,31 +85,71 @@ def _check_csv(settings: RealDataSection) -> None:
             raise UserError(f"{settings.csv} line {row}: empty report in column {settings.text_column!r}; every training film needs its text")
 
 
-def training_pairs(data: RenderDataSection, seed: int) -> tuple[list, list[str], list[str]]:
+class CaptionedSource:
+    """A source whose text is each pair's caption (``synthvlp.captions.conditioning``), computed and checked
+    once, so the dataset tokenizes exactly that (plan included)."""
+
+    def __init__(self, source: ShardSource | CsvSource, captions: list[str]) -> None:
+        self.source, self.captions, self.keys = source, captions, source.keys
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def origins(self) -> dict[str, int]:
+        return self.source.origins()
+
+    def load(self, index: int) -> tuple[Image.Image, str]:
+        image, _ = self.source.load(index)
+        return image, self.captions[index]
+
+
+def _shard_plan(shards: ShardSource, index: int) -> list[dict]:
+    """The entity plan in a shard sample's ``<key>.json`` (what a synthvlp run exports), or a named error."""
+    key, member = shards.keys[index], shards.metas[index]
+    hint = "data.plan needs shards a synthvlp run exported (each sample's <key>.json holds its plan); or set data.plan: false"
+    if member is None:
+        raise UserError(f"{shards.texts[index].path}: sample {key} has no {key}.json; {hint}")
+    try:
+        entities = json.loads(member.read()).get("entities")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise UserError(f"{member.path}: {key}.json is not a JSON object ({exc}); {hint}") from None
+    if not isinstance(entities, list) or not all(isinstance(e, dict) and {"name", "category", "assertion"} <= set(e) for e in entities):
+        raise UserError(f"{member.path}: {key}.json has no 'entities' list of {{name, category, assertion, laterality}}; {hint}")
+    return entities
+
+
+def _shard_pairs(data: RenderDataSection) -> CaptionedSource:
+    shards = ShardSource(_shard_paths(data.shards))
+    captions = []
+    for i, key in enumerate(shards.keys):
+        text = shards.texts[i].read().decode("utf-8", errors="replace")
+        if not caption(text, data.text):
+            raise UserError(f"{shards.texts[i].path}: sample {key} has an empty {'IMPRESSION' if data.text == 'impression' else 'report'}; "
+                            "every training film needs its text (data.text: report conditions on the whole report)")
+        captions.append(conditioning(text, data.text, _shard_plan(shards, i) if data.plan else None))
+    return CaptionedSource(shards, captions)
+
+
+def _csv_pairs(data: RenderDataSection, seed: int) -> CaptionedSource:
+    """A CSV's pairs; their plan (``data.plan``) is what the entity extractor reads in each report."""
+    _check_csv(data.real)
+    real = CsvSource(data.real, seed)
+    for text, path in zip(real.texts, real.paths, strict=True):
+        if not caption(text, data.text):
+            raise UserError(f"{data.real.csv}: the report of {path} has an empty IMPRESSION; set data.text: report to use the whole report")
+    plans: list[list[dict] | None] = [None] * len(real)
+    if data.plan:
+        from synthvlp.entities.extractor import EntityExtractor
+
+        mentions = EntityExtractor().extract(real.texts)
+        plans = [[{"name": m.canonical, "category": m.category, "assertion": m.assertion, "laterality": m.laterality} for m in found] for found in mentions]
+    return CaptionedSource(real, [conditioning(t, data.text, plan) for t, plan in zip(real.texts, plans, strict=True)])
+
+
+def training_pairs(data: RenderDataSection, seed: int) -> tuple[list[CaptionedSource], list[str], list[str]]:
     """(sources in PairDataset order, each pair's key, each pair's caption), every caption checked non-empty."""
-    sources: list = []
-    keys: list[str] = []
-    captions: list[str] = []
-    if data.shards:
-        shards = ShardSource(_shard_paths(data.shards))
-        sources.append(shards)
-        for i, key in enumerate(shards.keys):
-            text = caption(shards.texts[i].read().decode("utf-8", errors="replace"), data.text)
-            if not text:
-                raise UserError(f"{shards.texts[i].path}: sample {key} has an empty {'IMPRESSION' if data.text == 'impression' else 'report'}; "
-                                "every training film needs its text (data.text: report conditions on the whole report)")
-            keys.append(key)
-            captions.append(text)
-    if data.real is not None:
-        _check_csv(data.real)
-        real = CsvSource(data.real, seed)
-        for text, path in zip(real.texts, real.paths, strict=True):
-            if not caption(text, data.text):
-                raise UserError(f"{data.real.csv}: the report of {path} has an empty IMPRESSION; set data.text: report to use the whole report")
-        sources.append(real)
-        keys.extend(real.keys)
-        captions.extend(caption(t, data.text) for t in real.texts)
-    return sources, keys, captions
+    sources = ([_shard_pairs(data)] if data.shards else []) + ([_csv_pairs(data, seed)] if data.real is not None else [])
+    return sources, [k for s in sources for k in s.keys], [c for s in sources for c in s.captions]
 
 
 class FilmTransform:
@@ -133,13 +166,12 @@ class FilmTransform:
 
 
 class CaptionTokens:
-    """The tokenizer as PairDataset calls it (a list of one text), on the text's caption."""
+    """The tokenizer as PairDataset calls it (a list of one caption), padded to its max length."""
 
-    def __init__(self, tokenizer, mode: str) -> None:
-        self.tokenizer, self.mode = tokenizer, mode
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
 
-    def __call__(self, texts: list[str]) -> torch.Tensor:
-        captions = [caption(t, self.mode) for t in texts]
+    def __call__(self, captions: list[str]) -> torch.Tensor:
         return self.tokenizer(captions, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
 
 
@@ -164,9 +196,13 @@ def build_text_side(settings: RenderModelSection, captions: list[str]):
 
 
 def state_key(config: RenderTrainConfig, files: list[Path]) -> str:
-    """Fingerprint of everything the weights depend on: settings (not the operational ones) and the training files."""
+    """Fingerprint of everything the weights depend on: settings (not the operational ones) and the training files.
+    Settings added later (``LATER``) count only when set, so states written before they existed still resolve."""
     plain = config.model_dump(mode="json")
     plain["train"] = {k: v for k, v in plain["train"].items() if k not in OPERATIONAL}
+    for section, name, default in LATER:
+        if plain[section][name] == default:
+            del plain[section][name]
     return checkpoint.state_key([plain, [(str(p), p.stat().st_size) for p in files]])
 
 
@@ -215,12 +251,12 @@ class _Trainer:
         self.trainable = Denoiser({"unet": self.unet, **({"text_encoder": self.text_encoder} if self.train_text else {})}).to(self.device)
         self.text_encoder.to(self.device)
         self.noise = DDPMScheduler(num_train_timesteps=model.train_timesteps, beta_schedule=model.beta_schedule, prediction_type=model.prediction, clip_sample=True)
-        self.dataset = PairDataset(self.sources, FilmTransform(model.size), CaptionTokens(self.tokenizer, config.data.text), train.seed)
+        self.dataset = PairDataset(self.sources, FilmTransform(model.size), CaptionTokens(self.tokenizer), train.seed)
         batch = min(train.batch_size, len(self.dataset))
         if batch % world.size:
             raise UserError(f"train.batch_size ({batch}) must be a multiple of the {world.size} torchrun processes: each takes an equal slice")
         self.plan = StepPlan(Recipe(tuple(self.dataset.sizes)), train.seed, batch, 1, world.rank, world.size)
-        self.empty = CaptionTokens(self.tokenizer, "report")([""])[0]
+        self.empty = CaptionTokens(self.tokenizer)([""])[0]
         self.optimizer = torch.optim.AdamW(self.trainable.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: warmup_cosine(s, train.warmup_steps, train.steps))
         self.ema = EMAModel(self.trainable.parameters(), decay=train.ema_decay, use_ema_warmup=True, power=3 / 4)
@@ -308,7 +344,8 @@ class _Trainer:
         self.ema.copy_to(parameters)
         try:
             scheduler = DDIMScheduler.from_config(self.noise.config, clip_sample=True, timestep_spacing="trailing")
-            pipeline = PixelDiffusionPipeline(unet=self.unet, scheduler=scheduler, text_encoder=self.text_encoder, tokenizer=self.tokenizer)
+            pipeline = PixelDiffusionPipeline(unet=self.unet, scheduler=scheduler, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+                                              caption_text=self.config.data.text, caption_plan=self.config.data.plan)
             pipeline.set_progress_bar_config(disable=True)
             final = self.out_dir / "pipeline"
             staging = self.out_dir / "pipeline.partial"
