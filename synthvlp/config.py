@@ -389,8 +389,9 @@ class RenderModelSection(Section):
     head_dim: int = Field(8, ge=1, description="Attention head width.")
     groups: int = Field(8, ge=1, description="GroupNorm groups; must divide every channel count.")
     text_encoder: Path | None = Field(
-        None, description="Local HF folder with a CLIP text model and its tokenizer (or a Stable Diffusion folder with text_encoder/ and tokenizer/); None builds a small word-level one from the training captions.")
-    train_text_encoder: bool = Field(True, description="Train the text encoder with the UNet (a built one always is).")
+        None, description="A synthvlp CLIP checkpoint (a run's pretrain/checkpoint.pt: its open_clip text tower and tokenizer, converted to a CLIPTextModel, frozen), "
+        "or a local HF folder with a CLIP text model and its tokenizer (or a Stable Diffusion folder with text_encoder/ and tokenizer/); None builds a small word-level one from the training captions.")
+    train_text_encoder: bool = Field(True, description="Train an HF folder's text encoder with the UNet (a built one always is, a CLIP checkpoint's never).")
     text_width: int = Field(64, ge=8, description="Built text encoder: hidden size.")
     text_layers: int = Field(2, ge=1, description="Built text encoder: transformer layers.")
     text_heads: int = Field(4, ge=1, description="Built text encoder: attention heads.")

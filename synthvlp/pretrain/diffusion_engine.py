@@ -176,19 +176,25 @@ class CaptionTokens:
 
 
 def build_text_side(settings: RenderModelSection, captions: list[str]):
-    """(tokenizer, text encoder): loaded from a local HF folder, or built over the captions' words."""
+    """(tokenizer, text encoder): built over the captions' words, converted from a synthvlp CLIP checkpoint's text
+    tower (a file; ``synthvlp.clip_text``), or loaded from a local HF folder."""
     from synthvlp.pixel_diffusion import build_text_encoder, build_tokenizer
 
     if settings.text_encoder is None:
         tokenizer = build_tokenizer(captions, settings)
         return tokenizer, build_text_encoder(tokenizer, settings)
+    if settings.text_encoder.is_file():
+        from synthvlp.clip_text import load_clip_text
+
+        return load_clip_text(settings.text_encoder)
     from transformers import AutoTokenizer, CLIPTextModel
 
     folder = Path(settings.text_encoder)
     model_dir = folder / "text_encoder" if (folder / "text_encoder").is_dir() else folder
     tokenizer_dir = folder / "tokenizer" if (folder / "tokenizer").is_dir() else folder
     if not (model_dir / "config.json").is_file():
-        raise UserError(f"model.text_encoder = {folder}: no config.json (or text_encoder/config.json); point it at a local CLIP text model folder")
+        raise UserError(f"model.text_encoder = {folder}: not a CLIP checkpoint file, and no config.json (or text_encoder/config.json); "
+                        "point it at a run's pretrain/checkpoint.pt or a local CLIP text model folder")
     try:
         return AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True), CLIPTextModel.from_pretrained(model_dir, local_files_only=True)
     except (OSError, ValueError) as exc:
@@ -206,8 +212,11 @@ def state_key(config: RenderTrainConfig, files: list[Path]) -> str:
     return checkpoint.state_key([plain, [(str(p), p.stat().st_size) for p in files]])
 
 
-def _data_files(data: RenderDataSection) -> list[Path]:
-    return _shard_paths(data.shards) + ([data.real.csv] if data.real is not None else [])
+def _data_files(config: RenderTrainConfig) -> list[Path]:
+    """The files the weights depend on: training data, and a CLIP checkpoint whose text tower conditions them."""
+    clip = config.model.text_encoder
+    data = config.data
+    return _shard_paths(data.shards) + ([data.real.csv] if data.real is not None else []) + ([clip] if clip is not None and clip.is_file() else [])
 
 
 class Denoiser(torch.nn.ModuleDict):
@@ -246,7 +255,7 @@ class _Trainer:
         torch.manual_seed(train.seed)  # identical initial weights on every rank
         self.tokenizer, self.text_encoder = build_text_side(model, captions)
         self.unet = build_unet(model, self.text_encoder.config.hidden_size)
-        self.train_text = model.text_encoder is None or model.train_text_encoder
+        self.train_text = model.text_encoder is None or (model.train_text_encoder and not model.text_encoder.is_file())  # a CLIP tower stays frozen
         self.text_encoder.requires_grad_(self.train_text)
         self.trainable = Denoiser({"unet": self.unet, **({"text_encoder": self.text_encoder} if self.train_text else {})}).to(self.device)
         self.text_encoder.to(self.device)
@@ -263,7 +272,7 @@ class _Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
         self.ddp = torch.nn.parallel.DistributedDataParallel(self.trainable, device_ids=[world.local_rank] if self.device.type == "cuda" else None) if world.size > 1 else self.trainable
         self.out_dir = Path(train.out_dir)
-        self.state_dir = self.out_dir / "state" / state_key(config, _data_files(config.data))
+        self.state_dir = self.out_dir / "state" / state_key(config, _data_files(config))
         self.films: tuple[list[str], np.ndarray] | None = None
 
     def restore(self) -> int:
