@@ -201,7 +201,7 @@ def test_a_local_clip_text_encoder_folder_is_used_frozen(tmp_path, shards):
     for key, tensor in encoder.state_dict().items():
         assert torch.equal(tensor, saved.state_dict()[key]), key
     config.model.text_encoder = tmp_path / "nothing"
-    with pytest.raises(UserError, match=r"model.text_encoder = .*nothing: no config.json"):
+    with pytest.raises(UserError, match=r"model.text_encoder = .*nothing: not a CLIP checkpoint file, and no config.json"):
         train_renderer(config, say=lambda s: None)
 
 
