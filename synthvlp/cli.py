@@ -410,7 +410,10 @@ def render_train(
     export_only: Annotated[bool, typer.Option(help="Write pipeline/ from the newest training state without training further.")] = False,
 ) -> None:
     """Train a text-to-image diffusion renderer on real image-report pairs into train.out_dir/pipeline, the folder
-    images.diffusers.path renders from. Resumable: run it again after a stop and it continues."""
+    images.diffusers.path renders from. Resumable: run it again after a stop and it continues. Under torchrun
+    (torchrun --nproc_per_node N -m synthvlp.cli render train CONFIG) N processes share each global batch."""
+    import os
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from synthvlp.config import RenderTrainConfig
@@ -418,14 +421,17 @@ def render_train(
     from synthvlp.runner import RateColumn
 
     resolved = load_config(config, overrides or [], model=RenderTrainConfig)
+    primary = os.environ.get("RANK", "0") == "0"  # under torchrun only the first process reports; the others train
     columns = [TextColumn("render train"), BarColumn(), MofNCompleteColumn(), RateColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=export_only) as progress:
+    with Progress(*columns, console=console, disable=export_only or not primary) as progress:
         task = progress.add_task("render", total=resolved.train.steps * resolved.train.batch_size, loss=float("nan"))
         result = train_renderer(resolved, progress=lambda n, loss: progress.update(task, advance=n, loss=loss), say=console.print, export_only=export_only)
+    if not primary:
+        return
     if not export_only:
-        console.print(f"render train: {result.steps} steps on {result.training_pairs} films, final loss {result.final_loss:.4f}, "
-                      f"{result.samples_per_second:.2f} samples/s")
+        console.print(f"render train: {result.steps} steps on {result.training_pairs} films on {result.world_size} process(es), "
+                      f"final loss {result.final_loss:.4f}, {result.samples_per_second:.2f} samples/s")
     typer.echo(f"wrote {result.pipeline} (images.backend: diffusers, images.diffusers.path: {result.pipeline})")
 
 

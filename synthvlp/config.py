@@ -410,6 +410,9 @@ class RenderDataSection(Section):
     real: RealDataSection | None = Field(None, description="A CSV of image paths and report texts (MIMIC-CXR layout), as pretrain.real reads it.")
     text: Literal["impression", "report"] = Field(
         "impression", description="'impression': condition on the IMPRESSION section when the text has one (SynCXR/RoentGen; what images.backend diffusers renders from); 'report': the whole text.")
+    plan: bool = Field(
+        False, description="Also condition on the entity plan: its present and uncertain findings, sorted, before the text ('PLAN: cardiomegaly; left pleural effusion. ...'). "
+        "Shards give each sample's planned entities (<key>.json), a CSV what the entity extractor reads in its report; the images stage builds the same caption from each sample's plan.")
 
     @model_validator(mode="after")
     def _has_data(self) -> RenderDataSection:
@@ -428,8 +431,9 @@ class RenderModelSection(Section):
     head_dim: int = Field(8, ge=1, description="Attention head width.")
     groups: int = Field(8, ge=1, description="GroupNorm groups; must divide every channel count.")
     text_encoder: Path | None = Field(
-        None, description="Local HF folder with a CLIP text model and its tokenizer (or a Stable Diffusion folder with text_encoder/ and tokenizer/); None builds a small word-level one from the training captions.")
-    train_text_encoder: bool = Field(True, description="Train the text encoder with the UNet (a built one always is).")
+        None, description="A synthvlp CLIP checkpoint (a run's pretrain/checkpoint.pt: its open_clip text tower and tokenizer, converted to a CLIPTextModel, frozen), "
+        "or a local HF folder with a CLIP text model and its tokenizer (or a Stable Diffusion folder with text_encoder/ and tokenizer/); None builds a small word-level one from the training captions.")
+    train_text_encoder: bool = Field(True, description="Train an HF folder's text encoder with the UNet (a built one always is, a CLIP checkpoint's never).")
     text_width: int = Field(64, ge=8, description="Built text encoder: hidden size.")
     text_layers: int = Field(2, ge=1, description="Built text encoder: transformer layers.")
     text_heads: int = Field(4, ge=1, description="Built text encoder: attention heads.")
@@ -458,14 +462,15 @@ class RenderTrainSection(Section):
     out_dir: Path = operational(Path("runs/renderer"), description="Training folder: pipeline/ (what images.diffusers.path loads), state/, log.csv, samples/.")
     seed: int = Field(0, ge=0, description="Seeds the weights, the data order, noise and caption dropout.")
     steps: int = Field(2000, ge=1, description="Optimiser steps.")
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="Global batch per step; under torchrun each of N processes takes batch_size / N of it.")
     lr: float = Field(2e-4, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps before the cosine decay.")
     grad_clip: float | None = Field(1.0, gt=0.0, description="Clip the gradient norm to this (None: no clipping).")
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="Largest EMA decay; the EMA weights are the ones saved (warm-up: 1 - (1 + step)^-3/4, capped here).")
     caption_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Share of captions replaced by '' so one model learns the unconditional score classifier-free guidance needs.")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="'auto': bf16 autocast on GPU, fp32 on CPU.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Autocast: 'auto' is bf16 on GPU and fp32 on CPU; 'bf16' also runs on CPU; 'fp16' (with a gradient scaler) needs a GPU. Weights stay fp32.")
     threads: int | None = operational(None, ge=1, description="CPU threads (None: what this process may use; synthvlp.threads).")
     checkpoint_every: int = operational(200, ge=1, description="Write a resumable state, export pipeline/ and draw samples every this many steps (and at the end).")
     keep_checkpoints: int = operational(2, ge=1, description="Resumable states kept on disk (newest first).")

@@ -32,13 +32,20 @@ def encode_prompts(text_encoder, tokenizer, prompts: Sequence[str], device: torc
 
 
 class PixelDiffusionPipeline(DiffusionPipeline):
-    """UNet + scheduler + text encoder + tokenizer; renders ``(n, size, size, 1)`` films in [0, 1]."""
+    """UNet + scheduler + text encoder + tokenizer; renders ``(n, size, size, 1)`` films in [0, 1].
+
+    ``caption_text`` and ``caption_plan`` record what the prompts were built from in training (``data.text``,
+    ``data.plan``; ``synthvlp.captions``); they are saved in ``model_index.json`` so the images stage builds its
+    prompts the same way. Folders written before they existed load with the defaults, which they were trained with.
+    """
 
     model_cpu_offload_seq = "text_encoder->unet"
 
-    def __init__(self, unet: UNet2DConditionModel, scheduler: DDIMScheduler, text_encoder, tokenizer) -> None:
+    def __init__(self, unet: UNet2DConditionModel, scheduler: DDIMScheduler, text_encoder, tokenizer,
+                 caption_text: str = "impression", caption_plan: bool = False) -> None:
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer)
+        self.register_to_config(caption_text=caption_text, caption_plan=caption_plan)
 
     @torch.no_grad()
     def __call__(

@@ -16,7 +16,8 @@ from pretrain_helpers import make_shards
 from synthvlp.config import RenderTrainConfig, RunConfig, load_config
 from synthvlp.errors import UserError
 from synthvlp.generation.diffusion import check_folder
-from synthvlp.pretrain.diffusion_engine import TRAINING_FILMS, caption, train_renderer
+from synthvlp.captions import caption
+from synthvlp.pretrain.diffusion_engine import TRAINING_FILMS, train_renderer
 
 SIZE = 32
 
@@ -200,5 +201,19 @@ def test_a_local_clip_text_encoder_folder_is_used_frozen(tmp_path, shards):
     for key, tensor in encoder.state_dict().items():
         assert torch.equal(tensor, saved.state_dict()[key]), key
     config.model.text_encoder = tmp_path / "nothing"
-    with pytest.raises(UserError, match=r"model.text_encoder = .*nothing: no config.json"):
+    with pytest.raises(UserError, match=r"model.text_encoder = .*nothing: not a CLIP checkpoint file, and no config.json"):
         train_renderer(config, say=lambda s: None)
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path, shards, trained):
+    result = train_renderer(_config(tmp_path, shards, steps=4, precision="bf16", checkpoint_every=4), say=lambda s: None)
+    assert np.isfinite(result.final_loss)
+    state = _final_state(tmp_path)
+    assert {t.dtype for t in state["model"].values()} == {torch.float32}  # autocast computes in bf16, weights stay fp32
+    fp32, bf16 = ([float(r.split(",")[1]) for r in (folder / "log.csv").read_text().splitlines()[1:]] for folder in (trained, tmp_path))
+    assert fp32[0] != bf16[0] and abs(fp32[0] - bf16[0]) < 0.05 * fp32[0]  # the same batch, computed in bf16
+
+
+def test_fp16_needs_a_gpu(tmp_path, shards):
+    with pytest.raises(UserError, match="train.precision = fp16 needs a CUDA GPU"):
+        train_renderer(_config(tmp_path, shards, precision="fp16"), say=lambda s: None)

@@ -1,4 +1,5 @@
-"""The diffusers backend: a local text-to-image pipeline (RoentGen layout) rendering each report's IMPRESSION.
+"""The diffusers backend: a local text-to-image pipeline (RoentGen layout) rendering each report's IMPRESSION (or,
+for a pipeline ``synthvlp render train`` wrote, the caption it was trained on: the whole report and/or the plan).
 
 SynCXR conditions RoentGen (Stable Diffusion fine-tuned on MIMIC-CXR) on the IMPRESSION only. Any
 ``DiffusionPipeline`` saved with ``save_pretrained`` works, including the pixel-space one ``synthvlp render
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from synthvlp.captions import conditioning
 from synthvlp.config import DiffusersSection
 from synthvlp.errors import UserError
 
@@ -90,6 +92,14 @@ class DiffusionRenderer:
         pipeline.set_progress_bar_config(disable=True)
         self.pipeline = pipeline.to(self.device)
         self.name = f"diffusers:{path.name}"
+
+    def prompt(self, report: str, impression: str, entities: list[dict]) -> str:
+        """The prompt of one sample: its IMPRESSION, or for a pipeline ``synthvlp render train`` wrote, the caption
+        it was trained on (``caption_text``/``caption_plan`` in its model_index.json; ``synthvlp.captions``)."""
+        config = self.pipeline.config
+        if "caption_text" not in config:
+            return impression
+        return conditioning(report, config["caption_text"], entities if config.get("caption_plan") else None)
 
     def fit_prompt(self, text: str) -> tuple[str, bool]:
         """``text`` cut to what the text encoder reads (max length including start/end tokens), and whether it was."""

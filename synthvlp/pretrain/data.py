@@ -47,6 +47,7 @@ class ShardSource:
         self.keys: list[str] = []
         self.images: list[Member] = []
         self.texts: list[Member] = []
+        self.metas: list[Member | None] = []  # <key>.json (the sample's plan and report), when the shard has one
         for shard in shards:
             self._index(Path(shard))
         if not self.keys:
@@ -68,6 +69,7 @@ class ShardSource:
                 self.keys.append(key)
                 self.images.append(image)
                 self.texts.append(members["txt"])
+                self.metas.append(members.get("json"))
 
     def __len__(self) -> int:
         return len(self.keys)

@@ -5,7 +5,10 @@ It keeps the pre-training engine's habits: the data order of step ``s`` is a pur
 (``sampling.StepPlan``), noise, timesteps and caption dropout of step ``s`` come from a generator seeded by
 (seed, s), and the weights, optimiser, LR schedule, EMA weights and RNG states are checkpointed together
 (``checkpoint.py``), so a run killed and started again ends with the weights an uninterrupted one has
-(``tests/test_render_train.py``). Each checkpoint also exports ``pipeline/`` (EMA weights) and draws
+(``tests/test_render_train.py``). Under torchrun each rank takes a contiguous slice of every global batch and of
+its noise, timesteps and caption dropout (drawn for the whole batch, then sliced), DDP averages the gradients, and
+rank 0 alone writes: N processes train the model one process trains on the same global batch, up to the order of
+float sums (``tests/test_render_ddp.py``). Each checkpoint also exports ``pipeline/`` (EMA weights) and draws
 ``samples/step-N.png``, so a stopped run leaves a renderer to look at. The pipeline folder holds
 ``training-films.npz``, the training films at the model's size, which the memorisation guard compares every
 rendered film with (``filter.train_films``).
@@ -14,7 +17,7 @@ rendered film with (``filter.train_films``).
 from __future__ import annotations
 
 import glob
-import re
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -25,12 +28,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from synthvlp.captions import caption, conditioning
 from synthvlp.config import RealDataSection, RenderDataSection, RenderModelSection, RenderTrainConfig
 from synthvlp.csvfiles import read_csv_table
 from synthvlp.errors import UserError
 from synthvlp.pretrain import checkpoint
 from synthvlp.pretrain.data import CsvSource, PairDataset, ShardSource, collate
-from synthvlp.pretrain.distributed import close_world, init_world
+from synthvlp.pretrain.distributed import World, all_reduce_flag, close_world, init_world
 from synthvlp.pretrain.trainer import warmup_cosine
 from synthvlp.pretrain.logs import TrainLog
 from synthvlp.pretrain.sampling import Recipe, StepPlan
@@ -41,28 +45,21 @@ MODEL_NAME = "pixel-diffusion"
 LOG_COLUMNS = ("step", "loss", "lr", "samples_per_s")
 OPERATIONAL = ("out_dir", "threads", "checkpoint_every", "keep_checkpoints", "sample_prompts", "sample_steps", "sample_guidance")
 """Training settings that do not change the weights; changing them keeps a run resumable."""
+LATER = (("data", "plan", False),)
+"""(section, setting, default) of weight-changing settings added after the first release."""
 TRAINING_FILMS = "training-films.npz"
-IMPRESSION = re.compile(r"\bIMPRESSION\s*:", re.IGNORECASE)
 
 
 @dataclass
 class RenderResult:
     steps: int
+    world_size: int
     final_loss: float
     seconds: float
     samples_per_second: float
     resumed_from: int
     training_pairs: int
     pipeline: Path
-
-
-def caption(text: str, mode: str) -> str:
-    """What the renderer is conditioned on: the text after its last ``IMPRESSION:`` (or all of it when it has
-    none), or the whole report."""
-    if mode == "impression":
-        parts = IMPRESSION.split(text)
-        text = parts[-1]
-    return " ".join(text.split())
 
 
 def _shard_paths(patterns: list[str]) -> list[Path]:
@@ -88,31 +85,71 @@ def _check_csv(settings: RealDataSection) -> None:
             raise UserError(f"{settings.csv} line {row}: empty report in column {settings.text_column!r}; every training film needs its text")
 
 
-def training_pairs(data: RenderDataSection, seed: int) -> tuple[list, list[str], list[str]]:
+class CaptionedSource:
+    """A source whose text is each pair's caption (``synthvlp.captions.conditioning``), computed and checked
+    once, so the dataset tokenizes exactly that (plan included)."""
+
+    def __init__(self, source: ShardSource | CsvSource, captions: list[str]) -> None:
+        self.source, self.captions, self.keys = source, captions, source.keys
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def origins(self) -> dict[str, int]:
+        return self.source.origins()
+
+    def load(self, index: int) -> tuple[Image.Image, str]:
+        image, _ = self.source.load(index)
+        return image, self.captions[index]
+
+
+def _shard_plan(shards: ShardSource, index: int) -> list[dict]:
+    """The entity plan in a shard sample's ``<key>.json`` (what a synthvlp run exports), or a named error."""
+    key, member = shards.keys[index], shards.metas[index]
+    hint = "data.plan needs shards a synthvlp run exported (each sample's <key>.json holds its plan); or set data.plan: false"
+    if member is None:
+        raise UserError(f"{shards.texts[index].path}: sample {key} has no {key}.json; {hint}")
+    try:
+        entities = json.loads(member.read()).get("entities")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise UserError(f"{member.path}: {key}.json is not a JSON object ({exc}); {hint}") from None
+    if not isinstance(entities, list) or not all(isinstance(e, dict) and {"name", "category", "assertion"} <= set(e) for e in entities):
+        raise UserError(f"{member.path}: {key}.json has no 'entities' list of {{name, category, assertion, laterality}}; {hint}")
+    return entities
+
+
+def _shard_pairs(data: RenderDataSection) -> CaptionedSource:
+    shards = ShardSource(_shard_paths(data.shards))
+    captions = []
+    for i, key in enumerate(shards.keys):
+        text = shards.texts[i].read().decode("utf-8", errors="replace")
+        if not caption(text, data.text):
+            raise UserError(f"{shards.texts[i].path}: sample {key} has an empty {'IMPRESSION' if data.text == 'impression' else 'report'}; "
+                            "every training film needs its text (data.text: report conditions on the whole report)")
+        captions.append(conditioning(text, data.text, _shard_plan(shards, i) if data.plan else None))
+    return CaptionedSource(shards, captions)
+
+
+def _csv_pairs(data: RenderDataSection, seed: int) -> CaptionedSource:
+    """A CSV's pairs; their plan (``data.plan``) is what the entity extractor reads in each report."""
+    _check_csv(data.real)
+    real = CsvSource(data.real, seed)
+    for text, path in zip(real.texts, real.paths, strict=True):
+        if not caption(text, data.text):
+            raise UserError(f"{data.real.csv}: the report of {path} has an empty IMPRESSION; set data.text: report to use the whole report")
+    plans: list[list[dict] | None] = [None] * len(real)
+    if data.plan:
+        from synthvlp.entities.extractor import EntityExtractor
+
+        mentions = EntityExtractor().extract(real.texts)
+        plans = [[{"name": m.canonical, "category": m.category, "assertion": m.assertion, "laterality": m.laterality} for m in found] for found in mentions]
+    return CaptionedSource(real, [conditioning(t, data.text, plan) for t, plan in zip(real.texts, plans, strict=True)])
+
+
+def training_pairs(data: RenderDataSection, seed: int) -> tuple[list[CaptionedSource], list[str], list[str]]:
     """(sources in PairDataset order, each pair's key, each pair's caption), every caption checked non-empty."""
-    sources: list = []
-    keys: list[str] = []
-    captions: list[str] = []
-    if data.shards:
-        shards = ShardSource(_shard_paths(data.shards))
-        sources.append(shards)
-        for i, key in enumerate(shards.keys):
-            text = caption(shards.texts[i].read().decode("utf-8", errors="replace"), data.text)
-            if not text:
-                raise UserError(f"{shards.texts[i].path}: sample {key} has an empty {'IMPRESSION' if data.text == 'impression' else 'report'}; "
-                                "every training film needs its text (data.text: report conditions on the whole report)")
-            keys.append(key)
-            captions.append(text)
-    if data.real is not None:
-        _check_csv(data.real)
-        real = CsvSource(data.real, seed)
-        for text, path in zip(real.texts, real.paths, strict=True):
-            if not caption(text, data.text):
-                raise UserError(f"{data.real.csv}: the report of {path} has an empty IMPRESSION; set data.text: report to use the whole report")
-        sources.append(real)
-        keys.extend(real.keys)
-        captions.extend(caption(t, data.text) for t in real.texts)
-    return sources, keys, captions
+    sources = ([_shard_pairs(data)] if data.shards else []) + ([_csv_pairs(data, seed)] if data.real is not None else [])
+    return sources, [k for s in sources for k in s.keys], [c for s in sources for c in s.captions]
 
 
 class FilmTransform:
@@ -129,30 +166,35 @@ class FilmTransform:
 
 
 class CaptionTokens:
-    """The tokenizer as PairDataset calls it (a list of one text), on the text's caption."""
+    """The tokenizer as PairDataset calls it (a list of one caption), padded to its max length."""
 
-    def __init__(self, tokenizer, mode: str) -> None:
-        self.tokenizer, self.mode = tokenizer, mode
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
 
-    def __call__(self, texts: list[str]) -> torch.Tensor:
-        captions = [caption(t, self.mode) for t in texts]
+    def __call__(self, captions: list[str]) -> torch.Tensor:
         return self.tokenizer(captions, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
 
 
 def build_text_side(settings: RenderModelSection, captions: list[str]):
-    """(tokenizer, text encoder): loaded from a local HF folder, or built over the captions' words."""
+    """(tokenizer, text encoder): built over the captions' words, converted from a synthvlp CLIP checkpoint's text
+    tower (a file; ``synthvlp.clip_text``), or loaded from a local HF folder."""
     from synthvlp.pixel_diffusion import build_text_encoder, build_tokenizer
 
     if settings.text_encoder is None:
         tokenizer = build_tokenizer(captions, settings)
         return tokenizer, build_text_encoder(tokenizer, settings)
+    if settings.text_encoder.is_file():
+        from synthvlp.clip_text import load_clip_text
+
+        return load_clip_text(settings.text_encoder)
     from transformers import AutoTokenizer, CLIPTextModel
 
     folder = Path(settings.text_encoder)
     model_dir = folder / "text_encoder" if (folder / "text_encoder").is_dir() else folder
     tokenizer_dir = folder / "tokenizer" if (folder / "tokenizer").is_dir() else folder
     if not (model_dir / "config.json").is_file():
-        raise UserError(f"model.text_encoder = {folder}: no config.json (or text_encoder/config.json); point it at a local CLIP text model folder")
+        raise UserError(f"model.text_encoder = {folder}: not a CLIP checkpoint file, and no config.json (or text_encoder/config.json); "
+                        "point it at a run's pretrain/checkpoint.pt or a local CLIP text model folder")
     try:
         return AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True), CLIPTextModel.from_pretrained(model_dir, local_files_only=True)
     except (OSError, ValueError) as exc:
@@ -160,50 +202,84 @@ def build_text_side(settings: RenderModelSection, captions: list[str]):
 
 
 def state_key(config: RenderTrainConfig, files: list[Path]) -> str:
-    """Fingerprint of everything the weights depend on: settings (not the operational ones) and the training files."""
+    """Fingerprint of everything the weights depend on: settings (not the operational ones) and the training files.
+    Settings added later (``LATER``) count only when set, so states written before they existed still resolve."""
     plain = config.model_dump(mode="json")
     plain["train"] = {k: v for k, v in plain["train"].items() if k not in OPERATIONAL}
+    for section, name, default in LATER:
+        if plain[section][name] == default:
+            del plain[section][name]
     return checkpoint.state_key([plain, [(str(p), p.stat().st_size) for p in files]])
 
 
-def _data_files(data: RenderDataSection) -> list[Path]:
-    return _shard_paths(data.shards) + ([data.real.csv] if data.real is not None else [])
+def _data_files(config: RenderTrainConfig) -> list[Path]:
+    """The files the weights depend on: training data, and a CLIP checkpoint whose text tower conditions them."""
+    clip = config.model.text_encoder
+    data = config.data
+    return _shard_paths(data.shards) + ([data.real.csv] if data.real is not None else []) + ([clip] if clip is not None and clip.is_file() else [])
+
+
+class Denoiser(torch.nn.ModuleDict):
+    """The trained parts (``unet``, and ``text_encoder`` when it trains) as one module whose forward is the
+    denoising prediction, so DDP wraps one call; its state_dict keys are the parts' names."""
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
+        if "text_encoder" in self:
+            context = self["text_encoder"](tokens)[0]
+        return self["unet"](noisy, timesteps, encoder_hidden_states=context).sample
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.precision`` on ``device`` (None: fp32). fp16 needs a GPU (its gradient scaler
+    is a CUDA one); bf16 runs on CPU too, slower than fp32 on CPUs without bf16 units."""
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError("train.precision = fp16 needs a CUDA GPU; use bf16 (or fp32) on CPU")
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 class _Trainer:
-    """The live objects of one training run and what it writes."""
+    """The live objects of one training run (on one rank of ``world``) and what it writes."""
 
-    def __init__(self, config: RenderTrainConfig, device: torch.device) -> None:
+    def __init__(self, config: RenderTrainConfig, world: World) -> None:
         from diffusers import DDPMScheduler
         from diffusers.training_utils import EMAModel
 
         from synthvlp.pixel_diffusion import build_unet
 
-        self.config, self.device = config, device
+        self.config, self.world, self.device = config, world, world.device
         model, train = config.model, config.train
+        self.dtype = autocast_dtype(train.precision, world.device)
         self.sources, self.keys, captions = training_pairs(config.data, train.seed)
-        torch.manual_seed(train.seed)
+        torch.manual_seed(train.seed)  # identical initial weights on every rank
         self.tokenizer, self.text_encoder = build_text_side(model, captions)
         self.unet = build_unet(model, self.text_encoder.config.hidden_size)
-        self.train_text = model.text_encoder is None or model.train_text_encoder
+        self.train_text = model.text_encoder is None or (model.train_text_encoder and not model.text_encoder.is_file())  # a CLIP tower stays frozen
         self.text_encoder.requires_grad_(self.train_text)
-        self.trainable = torch.nn.ModuleDict({"unet": self.unet, **({"text_encoder": self.text_encoder} if self.train_text else {})}).to(device)
-        self.text_encoder.to(device)
+        self.trainable = Denoiser({"unet": self.unet, **({"text_encoder": self.text_encoder} if self.train_text else {})}).to(self.device)
+        self.text_encoder.to(self.device)
         self.noise = DDPMScheduler(num_train_timesteps=model.train_timesteps, beta_schedule=model.beta_schedule, prediction_type=model.prediction, clip_sample=True)
-        self.dataset = PairDataset(self.sources, FilmTransform(model.size), CaptionTokens(self.tokenizer, config.data.text), train.seed)
-        self.plan = StepPlan(Recipe(tuple(self.dataset.sizes)), train.seed, min(train.batch_size, len(self.dataset)), 1, 0, 1)
-        self.empty = CaptionTokens(self.tokenizer, "report")([""])[0]
+        self.dataset = PairDataset(self.sources, FilmTransform(model.size), CaptionTokens(self.tokenizer), train.seed)
+        batch = min(train.batch_size, len(self.dataset))
+        if batch % world.size:
+            raise UserError(f"train.batch_size ({batch}) must be a multiple of the {world.size} torchrun processes: each takes an equal slice")
+        self.plan = StepPlan(Recipe(tuple(self.dataset.sizes)), train.seed, batch, 1, world.rank, world.size)
+        self.empty = CaptionTokens(self.tokenizer)([""])[0]
         self.optimizer = torch.optim.AdamW(self.trainable.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: warmup_cosine(s, train.warmup_steps, train.steps))
         self.ema = EMAModel(self.trainable.parameters(), decay=train.ema_decay, use_ema_warmup=True, power=3 / 4)
+        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
+        self.ddp = torch.nn.parallel.DistributedDataParallel(self.trainable, device_ids=[world.local_rank] if self.device.type == "cuda" else None) if world.size > 1 else self.trainable
         self.out_dir = Path(train.out_dir)
-        self.state_dir = self.out_dir / "state" / state_key(config, _data_files(config.data))
+        self.state_dir = self.out_dir / "state" / state_key(config, _data_files(config))
         self.films: tuple[list[str], np.ndarray] | None = None
 
     def restore(self) -> int:
-        """Continue from the newest readable state of these settings (0 when there is none); states of other
-        settings are removed, as the pre-training engine does."""
-        checkpoint.drop_other_states(self.state_dir)
+        """Continue from the newest readable state of these settings (0 when there is none); rank 0 removes the
+        states of other settings, as the pre-training engine does."""
+        if self.world.main:
+            checkpoint.drop_other_states(self.state_dir)
         found = checkpoint.latest_state(self.state_dir)
         if found is None:
             return 0
@@ -213,41 +289,58 @@ class _Trainer:
             raise UserError(f"{path}: training state without EMA weights; delete {self.state_dir} to start afresh")
         self.ema.load_state_dict(state["ema"])
         self.ema.to(self.device)
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         return start
 
-    def step(self, step: int) -> float:
-        """One optimiser step on the plan's batch ``step``; returns its loss."""
+    def _inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+        """This rank's (films, caption tokens, noise, timesteps, keys) of step ``step``. Noise, timesteps and caption
+        dropout are drawn for the whole global batch from the step's generator and sliced like the films, so every
+        sample gets the draw it gets in one process."""
         train = self.config.train
         items = next(self.plan.micro_batches(step, step + 1))
         batch = collate([self.dataset[item] for item in items])
-        films = batch.images.to(self.device)
+        mine = slice(self.world.rank * len(items), (self.world.rank + 1) * len(items))
+        total = self.plan.batch_size
         generator = torch.Generator().manual_seed(sample_seed(train.seed, f"step-{step}", "render-train"))
-        noise = torch.randn(films.shape, generator=generator)
-        timesteps = torch.randint(0, self.noise.config.num_train_timesteps, (len(films),), generator=generator)
-        dropped = torch.rand(len(films), generator=generator) < train.caption_dropout
+        noise = torch.randn((total, *batch.images.shape[1:]), generator=generator)[mine]
+        timesteps = torch.randint(0, self.noise.config.num_train_timesteps, (total,), generator=generator)[mine]
+        dropped = (torch.rand(total, generator=generator) < train.caption_dropout)[mine]
         tokens = torch.where(dropped[:, None], self.empty[None], batch.tokens)
-        noise, timesteps = noise.to(self.device), timesteps.to(self.device)
-        bf16 = train.precision == "bf16" or (train.precision == "auto" and self.device.type == "cuda")
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            context = self.text_encoder(tokens.to(self.device))[0]
+        return batch.images.to(self.device), tokens.to(self.device), noise.to(self.device), timesteps.to(self.device), batch.keys
+
+    def step(self, step: int) -> float:
+        """One optimiser step on the plan's batch ``step``; returns its loss over the global batch."""
+        films, tokens, noise, timesteps, keys = self._inputs(step)
+        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+            context = None
+            if not self.train_text:
+                with torch.no_grad():
+                    context = self.text_encoder(tokens)[0]
             noisy = self.noise.add_noise(films, noise, timesteps)
-            predicted = self.unet(noisy, timesteps, encoder_hidden_states=context).sample
+            predicted = self.ddp(noisy, timesteps, context, tokens)
         target = noise if self.noise.config.prediction_type == "epsilon" else self.noise.get_velocity(films, noise, timesteps)
         loss = torch.nn.functional.mse_loss(predicted.float(), target.float())
-        if not torch.isfinite(loss):
-            raise UserError(f"render train diverged: loss is {loss.item()} at step {step} (films {batch.keys[:4]}...); lower train.lr")
-        loss.backward()
-        if train.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.trainable.parameters(), train.grad_clip)
-        self.optimizer.step()
+        if all_reduce_flag(not bool(torch.isfinite(loss)), self.world):
+            raise UserError(f"render train diverged: loss is {loss.item()} at step {step} (films {keys[:4]}..., rank {self.world.rank}); lower train.lr")
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()  # DDP averages the ranks' gradients
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.config.train.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.trainable.parameters(), self.config.train.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.schedule.step()
         self.ema.step(self.trainable.parameters())
-        return float(loss.detach())
+        return _mean_over_ranks(float(loss.detach()), self.world)
 
     def save(self, step: int) -> None:
-        checkpoint.save_state(self.state_dir, step, MODEL_NAME, self.trainable, self.optimizer, self.schedule,
-                              {"ema": self.ema.state_dict()}, self.config.train.keep_checkpoints)
+        extra = {"ema": self.ema.state_dict(), **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {})}
+        checkpoint.save_state(self.state_dir, step, MODEL_NAME, self.trainable, self.optimizer, self.schedule, extra, self.config.train.keep_checkpoints)
 
     def export(self, step: int) -> Path:
         """Write ``pipeline/`` with the EMA weights (replacing the previous export) and the step's sample sheet."""
@@ -260,7 +353,8 @@ class _Trainer:
         self.ema.copy_to(parameters)
         try:
             scheduler = DDIMScheduler.from_config(self.noise.config, clip_sample=True, timestep_spacing="trailing")
-            pipeline = PixelDiffusionPipeline(unet=self.unet, scheduler=scheduler, text_encoder=self.text_encoder, tokenizer=self.tokenizer)
+            pipeline = PixelDiffusionPipeline(unet=self.unet, scheduler=scheduler, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+                                              caption_text=self.config.data.text, caption_plan=self.config.data.plan)
             pipeline.set_progress_bar_config(disable=True)
             final = self.out_dir / "pipeline"
             staging = self.out_dir / "pipeline.partial"
@@ -306,48 +400,64 @@ class _Trainer:
             Image.fromarray(row).save(handle, format="PNG")
 
 
+def _mean_over_ranks(value: float, world: World) -> float:
+    """The mean of ``value`` over the ranks (each rank's loss is over its equal slice of the global batch)."""
+    if world.size == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=world.device)
+    torch.distributed.all_reduce(total)
+    return float(total.item()) / world.size
+
+
 def train_renderer(
     config: RenderTrainConfig,
     progress: Callable[[int, float], None] = lambda n, loss: None,
     say: Callable[[str], None] = print,
     export_only: bool = False,
 ) -> RenderResult:
-    """Train (or resume) the renderer and export ``pipeline/``; ``progress(samples, loss)`` after each step (and
-    once with the samples already done when resuming). ``export_only`` writes the pipeline of the newest state."""
+    """Train (or resume) the renderer and export ``pipeline/``, in one process or under torchrun; on rank 0,
+    ``progress(samples, loss)`` after each step (and once with the samples already done when resuming).
+    ``export_only`` writes the pipeline of the newest state."""
     world = init_world(config.train.threads)
     try:
-        if world.size > 1:
-            raise UserError("render train runs in one process; start it without torchrun")
-        trainer = _Trainer(config, world.device)
-        train = config.train
+        trainer = _Trainer(config, world)
         start = trainer.restore()
         if export_only:
             if start == 0:
                 raise UserError(f"{trainer.state_dir}: no training state to export; run synthvlp render train first")
-            path = trainer.export(start)
-            return RenderResult(start, float("nan"), 0.0, 0.0, start, len(trainer.dataset), path)
-        if start:
-            say(f"render train: resuming from step {start} of {train.steps} ({trainer.state_dir})")
+            path = trainer.export(start) if world.main else trainer.out_dir / "pipeline"
+            return RenderResult(start, world.size, float("nan"), 0.0, 0.0, start, len(trainer.dataset), path)
+        if start and world.main:
+            say(f"render train: resuming from step {start} of {config.train.steps} ({trainer.state_dir})")
             progress(start * trainer.plan.batch_size, float("nan"))
-        log = TrainLog(trainer.out_dir, start, False, LOG_COLUMNS)
-        trainer.trainable.train()
-        began = time.perf_counter()
-        loss = float("nan")
-        for step in range(start, train.steps):
-            tick = time.perf_counter()
-            loss = trainer.step(step)
-            log.add(step=step, loss=loss, lr=trainer.schedule.get_last_lr()[0], samples_per_s=trainer.plan.batch_size / (time.perf_counter() - tick))
-            if (step + 1) % train.checkpoint_every == 0 or step + 1 == train.steps:
-                trainer.save(step + 1)
-                log.flush()
-                trainer.export(step + 1)
-            progress(trainer.plan.batch_size, loss)
-        log.close()
-        seconds = time.perf_counter() - began
-        path = trainer.out_dir / "pipeline"
-        if start == train.steps and not path.is_dir():
-            path = trainer.export(start)
-        done = (train.steps - start) * trainer.plan.batch_size
-        return RenderResult(train.steps, loss, seconds, done / max(seconds, 1e-9), start, len(trainer.dataset), path)
+        return _train(trainer, start, progress)
     finally:
         close_world(world)
+
+
+def _train(trainer: _Trainer, start: int, progress: Callable[[int, float], None]) -> RenderResult:
+    """Steps ``start`` .. ``train.steps``; rank 0 logs, checkpoints and exports, the others only train."""
+    train, main = trainer.config.train, trainer.world.main
+    log = TrainLog(trainer.out_dir, start, False, LOG_COLUMNS) if main else None
+    trainer.trainable.train()
+    began = time.perf_counter()
+    loss = float("nan")
+    for step in range(start, train.steps):
+        tick = time.perf_counter()
+        loss = trainer.step(step)
+        if log is not None:
+            log.add(step=step, loss=loss, lr=trainer.schedule.get_last_lr()[0], samples_per_s=trainer.plan.batch_size / (time.perf_counter() - tick))
+        if main and ((step + 1) % train.checkpoint_every == 0 or step + 1 == train.steps):
+            trainer.save(step + 1)
+            log.flush()
+            trainer.export(step + 1)
+        if main:
+            progress(trainer.plan.batch_size, loss)
+    seconds = time.perf_counter() - began
+    path = trainer.out_dir / "pipeline"
+    if log is not None:
+        log.close()
+        if start == train.steps and not path.is_dir():
+            path = trainer.export(start)
+    done = (train.steps - start) * trainer.plan.batch_size
+    return RenderResult(train.steps, trainer.world.size, loss, seconds, done / max(seconds, 1e-9), start, len(trainer.dataset), path)

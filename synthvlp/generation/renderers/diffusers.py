@@ -1,10 +1,10 @@
 """The ``diffusers`` backend: a local text-to-image pipeline (``synthvlp.generation.diffusion``) renders each
-report's IMPRESSION; it knows no regions, so its samples have no masks or boxes."""
+report's IMPRESSION (or, for a pipeline ``synthvlp render train`` wrote, the caption it was trained on); it knows no regions, so its samples have no masks or boxes."""
 
 from __future__ import annotations
 
 from synthvlp.config import RunConfig
-from synthvlp.generation.images import Advance, ImageBatch, Renderer, encode_png, manifest_columns, sample_files, sample_meta
+from synthvlp.generation.images import Advance, ImageBatch, Renderer, caption, encode_png, manifest_columns, sample_files, sample_meta
 from synthvlp.seeding import sample_seed
 
 
@@ -30,7 +30,8 @@ class DiffusersRenderer(Renderer):
         for start in range(0, len(rows), settings.batch_size):
             batch = rows[start : start + settings.batch_size]
             batch_seeds = [sample_seed(self.config.run.seed, row["id"], "image", row.get("image_attempt", 0)) for row in batch]
-            result = pipeline.render([row["impression"] for row in batch], batch_seeds, self.config.images.size)
+            prompts = [pipeline.prompt(caption(row["findings"], row["impression"]), row["impression"], row["planned_entities"]) for row in batch]
+            result = pipeline.render(prompts, batch_seeds, self.config.images.size)
             truncated += result.truncated
             for row, image in zip(batch, result.images, strict=True):
                 samples.append(sample_files(row, encode_png(image), sample_meta(row)))
