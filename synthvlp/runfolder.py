@@ -44,6 +44,12 @@ class Unit:
         return self.stop - self.start
 
 
+CHECKPOINT_FILE = "checkpoint.pt"
+"""The trained model in a pretrain folder: ``synthvlp pretrain`` writes it into any folder, a run into pretrain/."""
+TRAIN_LOG_FILE = "log.csv"
+"""The training log beside it (one row per logged step)."""
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """Every path in a run folder, so the runner, the report, the CLI and the preview cannot disagree on one.
@@ -54,7 +60,7 @@ class RunLayout:
         parts/<stage>/part-<unit>.parquet      per-unit manifest columns (and, beside them, each stage's extras)
         images/shard-<unit>.tar                rendered samples (WebDataset)
         dataset/{train,test}-000000.tar        the selected samples, for training and evaluation
-        pretrain/checkpoint.pt log.csv metrics.json      the model (the pretrain engine names its files)
+        pretrain/checkpoint.pt log.csv metrics.json      the model (CHECKPOINT_FILE and TRAIN_LOG_FILE, which the engine writes)
         evaluate/<benchmark>/ skipped.json results.md    zero-shot results
     """
 
@@ -138,11 +144,11 @@ class RunLayout:
 
     @property
     def checkpoint(self) -> Path:
-        return self.pretrain / "checkpoint.pt"
+        return self.pretrain / CHECKPOINT_FILE
 
     @property
     def pretrain_log(self) -> Path:
-        return self.pretrain / "log.csv"
+        return self.pretrain / TRAIN_LOG_FILE
 
     @property
     def pretrain_metrics(self) -> Path:

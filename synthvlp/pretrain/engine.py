@@ -29,6 +29,7 @@ from synthvlp.pretrain.losses import clip_loss, gloria_local_loss
 from synthvlp.pretrain.sampling import Recipe, StepPlan
 from synthvlp.pretrain.towers import Features, MedVLP
 from synthvlp.pretrain.trainer import Built, Loop, Objective, fit
+from synthvlp.runfolder import CHECKPOINT_FILE
 from synthvlp.threads import worker_init
 
 
@@ -202,7 +203,7 @@ class ClipObjective(Objective):
         return {"skipped": self.skipped}
 
     def save(self, steps: int) -> None:
-        save_clip_checkpoint(self.loop.out_dir / "checkpoint.pt", self.settings.model, self.model.clip, steps=steps)
+        save_clip_checkpoint(self.loop.out_dir / CHECKPOINT_FILE, self.settings.model, self.model.clip, steps=steps)
         if self.skipped:
             self.say(f"pretrain: {len(self.skipped)} unreadable image(s) were skipped: {self.skipped[:10]}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from synthvlp.runfolder import TRAIN_LOG_FILE
 from synthvlp.store import atomic_open
 
 COLUMNS = ("step", "epoch", "loss", "global_loss", "local_loss", "lr", "logit_scale", "samples_per_s", "data_wait_s")
@@ -18,7 +19,7 @@ class TrainLog:
     """One CSV row per step with ``columns``; all but the ``step`` and ``epoch`` counters also go to TensorBoard."""
 
     def __init__(self, out_dir: Path, start_step: int, tensorboard: bool, columns: tuple[str, ...] = COLUMNS) -> None:
-        self.path = out_dir / "log.csv"
+        self.path = out_dir / TRAIN_LOG_FILE
         self.columns = columns
         self.rows: list[dict[str, str]] = []
         if self.path.exists() and start_step > 0:
