@@ -284,3 +284,10 @@ def test_every_public_name_is_used_outside_the_tests():
     unused = [f"{where} {name}" for name, where in names if name not in used]
     assert not unused, "public names nothing but the tests uses (delete them, or use them):\n" + "\n".join(unused)
 
+
+def test_the_tests_mirror_the_package():
+    """Each folder under tests/ holds the tests of the synthvlp subpackage of that name (core and cross-stage
+    tests, conftest and the shared helpers stay at the top), so a module's tests are found where the module is."""
+    folders = {p.name for p in (REPO / "tests").iterdir() if p.is_dir() and not p.name.startswith((".", "_"))}
+    packages = {p.parent.name for p in (REPO / "synthvlp").glob("*/__init__.py")}
+    assert folders and folders <= packages, f"tests/ folders without a synthvlp subpackage: {sorted(folders - packages)}"

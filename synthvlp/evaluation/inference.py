@@ -13,7 +13,7 @@ the pooled token does; for a ``ModifiedResNet`` the last feature map goes throug
 output projections (MaskCLIP's trick: the pool's query/key only weight locations, the value path is what is
 projected). The patch-grid map is Gaussian-smoothed (``sigma`` in patch units, 0.5 by default: BioViL's 1.5 on its
 15x15 grid moves the peak of an oracle map out of a real NIH box on our 8x8 grids,
-``tests/test_grounding_oracle.py``) and resampled once, bilinearly, straight into the original image's pixels by
+``tests/evaluation/test_grounding_oracle.py``) and resampled once, bilinearly, straight into the original image's pixels by
 undoing the eval transform's resize and centre crop (read from ``preprocess.transforms``, never assumed). Original
 pixels the model never saw (cut off by the crop) are NaN in the map, as in hi-ml's BioViL engine, so overlays leave
 them blank.

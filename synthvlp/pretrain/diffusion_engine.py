@@ -5,10 +5,10 @@ It keeps the pre-training engine's habits: the data order of step ``s`` is a pur
 (``sampling.StepPlan``), noise, timesteps and caption dropout of step ``s`` come from a generator seeded by
 (seed, s), and the weights, optimiser, LR schedule, EMA weights and RNG states are checkpointed together
 (``checkpoint.py``), so a run killed and started again ends with the weights an uninterrupted one has
-(``tests/test_render_train.py``). Under torchrun each rank takes a contiguous slice of every global batch and of
+(``tests/pretrain/test_render_train.py``). Under torchrun each rank takes a contiguous slice of every global batch and of
 its noise, timesteps and caption dropout (drawn for the whole batch, then sliced), DDP averages the gradients, and
 rank 0 alone writes: N processes train the model one process trains on the same global batch, up to the order of
-float sums (``tests/test_render_ddp.py``). Each checkpoint also exports ``pipeline/`` (EMA weights) and draws
+float sums (``tests/pretrain/test_render_ddp.py``). Each checkpoint also exports ``pipeline/`` (EMA weights) and draws
 ``samples/step-N.png``, so a stopped run leaves a renderer to look at. The pipeline folder holds
 ``training-films.npz``, the training films at the model's size, which the memorisation guard compares every
 rendered film with (``filter.train_films``).

@@ -5,7 +5,7 @@ the same data (synthetic shards, a real CSV or both, ``sampling.py``) and write 
 they run in the shared training skeleton (``trainer.fit``: torchrun DDP, accumulation, warm-up + cosine, bf16 on
 GPU, exact resume). ``train`` is a pure function of (settings, data, seed) plus whatever resumable state
 ``out_dir`` already holds: a run killed at any moment and started again ends with the same weights as an
-uninterrupted one (``tests/test_pretrain_resume.py``).
+uninterrupted one (``tests/pretrain/test_pretrain_resume.py``).
 """
 
 from __future__ import annotations

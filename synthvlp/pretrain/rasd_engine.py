@@ -4,7 +4,7 @@ torchrun DDP, warm-up + cosine, atomic checkpoints, exact resume, CSV and Tensor
 Batches are synthesised on each process's device by its own ``BufferedSynthesizer`` (seeded ``stream.seed +
 rank``), so nothing is read from disk. Exact resume needs the synthesiser's state as well as the model's: each
 state file holds every rank's generator states and buffer, and a resumed run continues each rank's stream where
-it stopped, ending with the weights an uninterrupted run would have (``tests/test_rasd_engine.py``). With ``backbone.name: clip`` the trained image tower is also written as
+it stopped, ending with the weights an uninterrupted run would have (``tests/pretrain/test_rasd_engine.py``). With ``backbone.name: clip`` the trained image tower is also written as
 ``encoder.pt`` (``synthvlp.models.save_image_encoder``), ready for ``pretrain.image_encoder``.
 """
 

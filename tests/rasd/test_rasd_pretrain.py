@@ -11,7 +11,7 @@ from synthvlp.evaluation.segmentation_data import load_segmentation_csv
 from synthvlp.rasd import BackboneConfig, FieldsConfig, RaSDConfig, StreamConfig
 
 pytest.importorskip("monai")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from rasd_transfer import finetune_dice, pretrain  # noqa: E402  (bench/ is not a package)
 
 TINY = BackboneConfig(name="unet", out_channels=8, channels=(8, 16))

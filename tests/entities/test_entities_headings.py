@@ -11,7 +11,7 @@ import pytest
 
 from synthvlp.entities.corpus import read_corpus
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_entities import (  # noqa: E402

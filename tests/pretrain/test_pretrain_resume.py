@@ -63,7 +63,7 @@ def test_changed_settings_start_afresh_instead_of_resuming(tmp_path):
 CHILD = """
 import sys, time
 from pathlib import Path
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{here!r}, {tests!r}]  # this file's folder and the tests' helpers
 from test_pretrain_resume import _settings
 from synthvlp.pretrain.engine import train
 shards = sorted(Path({data!r}).glob('train-*.tar'))
@@ -82,7 +82,7 @@ def test_sigkilled_training_process_resumes_to_the_same_weights(tmp_path):
 
     shards = make_shards(tmp_path / "data", n_shards=2, per_shard=12)
     full = train(_settings(accumulate=2), shards, tmp_path / "full", seed=3, say=lambda s: None)
-    script = CHILD.format(tests=str(Path(__file__).parent), data=str(tmp_path / "data"), out=str(tmp_path / "cut"))
+    script = CHILD.format(here=str(Path(__file__).resolve().parent), tests=str(Path(__file__).resolve().parents[1]), data=str(tmp_path / "data"), out=str(tmp_path / "cut"))
     child = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.monotonic() + 240
     while not list((tmp_path / "cut").glob("state/*/step-00000004.pt")):

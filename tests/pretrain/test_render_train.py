@@ -101,7 +101,7 @@ def test_saved_folder_renders_through_the_images_stage(trained):
 
 @pytest.mark.parametrize("name", ["render-nih-64.yaml", "render-nih-256.yaml"])
 def test_shipped_render_configs_load(name):
-    config = load_config(Path(__file__).parent.parent / "configs" / name, model=RenderTrainConfig)
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / name, model=RenderTrainConfig)
     assert config.data.shards and config.train.out_dir.name == name.removesuffix(".yaml")
 
 
@@ -183,7 +183,7 @@ def test_cli_prints_the_error_and_exits_2(tmp_path):
 def test_a_local_clip_text_encoder_folder_is_used_frozen(tmp_path, shards):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from test_diffusion import _byte_alphabet
+    from tests.generation.test_diffusion import _byte_alphabet
 
     chars = _byte_alphabet()
     vocab = {t: i for i, t in enumerate(["<|startoftext|>", "<|endoftext|>", *chars, *(c + "</w>" for c in chars)])}

@@ -196,7 +196,7 @@ def test_sets_with_regions_get_a_grounding_table_and_overlays(tmp_path):
     assert not (tmp_path / "toy" / "grounding.csv").exists() and "grounding.csv" not in {p.name for p in again}
 
 
-NIH_DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "nih-dev-64"
+NIH_DEV = Path(__file__).resolve().parents[3] / "shared" / "data" / "nih-dev-64"
 COVID_LUNGS = NIH_DEV.parent / "covid-lungs" / "index.csv"
 
 

@@ -125,7 +125,7 @@ def test_run_stats_writes_table_plots_and_summary(tmp_path, extractor):
 
 
 def test_run_stats_on_iu_reports(tmp_path, extractor):
-    tgz = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "iu-xray" / "NLMCXR_reports.tgz"
+    tgz = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "iu-xray" / "NLMCXR_reports.tgz"
     if not tgz.exists():
         pytest.skip(f"IU X-ray reports not found at {tgz} (shared data absent)")
     summary = run_stats(tgz, tmp_path, extractor=extractor)

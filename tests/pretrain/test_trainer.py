@@ -15,7 +15,7 @@ from synthvlp.pretrain import checkpoint, engine
 from synthvlp.pretrain.trainer import Built, Loop, Objective, fit
 from synthvlp.rasd import RaSDConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Interrupt(Exception):

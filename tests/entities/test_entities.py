@@ -10,7 +10,7 @@ import pytest
 from synthvlp.entities import CATEGORIES, EntityExtractor, Mention, VocabularyError, load_vocabulary
 from synthvlp.entities.vocabulary import parse_vocabulary
 
-IU_TGZ = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "iu-xray" / "NLMCXR_reports.tgz"
+IU_TGZ = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "iu-xray" / "NLMCXR_reports.tgz"
 
 
 def facts(extractor: EntityExtractor, text: str) -> set[tuple[str, str]]:
