@@ -35,7 +35,7 @@ from synthvlp.errors import UserError
 from synthvlp.pretrain import checkpoint
 from synthvlp.pretrain.data import CsvSource, PairDataset, ShardSource, collate
 from synthvlp.pretrain.distributed import World, all_reduce_flag, close_world, init_world
-from synthvlp.pretrain.trainer import warmup_cosine
+from synthvlp.pretrain.trainer import autocast_dtype, warmup_cosine
 from synthvlp.pretrain.logs import TrainLog
 from synthvlp.pretrain.sampling import Recipe, StepPlan
 from synthvlp.seeding import sample_seed
@@ -229,16 +229,6 @@ class Denoiser(torch.nn.ModuleDict):
         return self["unet"](noisy, timesteps, encoder_hidden_states=context).sample
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``train.precision`` on ``device`` (None: fp32). fp16 needs a GPU (its gradient scaler
-    is a CUDA one); bf16 runs on CPU too, slower than fp32 on CPUs without bf16 units."""
-    if precision == "fp16" and device.type != "cuda":
-        raise UserError("train.precision = fp16 needs a CUDA GPU; use bf16 (or fp32) on CPU")
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
 class _Trainer:
     """The live objects of one training run (on one rank of ``world``) and what it writes."""
 
@@ -250,7 +240,7 @@ class _Trainer:
 
         self.config, self.world, self.device = config, world, world.device
         model, train = config.model, config.train
-        self.dtype = autocast_dtype(train.precision, world.device)
+        self.dtype = autocast_dtype(train.precision, world.device, "train.precision")
         self.sources, self.keys, captions = training_pairs(config.data, train.seed)
         torch.manual_seed(train.seed)  # identical initial weights on every rank
         self.tokenizer, self.text_encoder = build_text_side(model, captions)

@@ -120,6 +120,17 @@ class Objective(ABC):
         return {}
 
 
+def autocast_dtype(precision: str, device: torch.device, setting: str = "precision") -> torch.dtype | None:
+    """The autocast dtype of a ``precision`` setting on ``device`` (None: fp32). 'auto' is bf16 on a GPU and fp32
+    on a CPU; fp16 needs a GPU (its gradient scaler is a CUDA one); bf16 runs on CPU too, slower than fp32 on CPUs
+    without bf16 units. ``setting`` names the config field in the error."""
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError(f"{setting} = fp16 needs a CUDA GPU; use bf16 (or fp32) on CPU")
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
     """LR multiplier: linear warm-up to 1 over ``warmup`` steps, then cosine decay to 0 at ``total``."""
     if step < warmup:
@@ -152,8 +163,8 @@ class _Run:
         total = self.built.total_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: warmup_cosine(s, loop.warmup_steps, total))
         self.state_dir = loop.out_dir / "state" / objective.state_key()
-        bf16 = loop.precision == "bf16" or (loop.precision == "auto" and world.device.type == "cuda")
-        self.autocast = torch.autocast(world.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        dtype = autocast_dtype(loop.precision, world.device)
+        self.autocast = torch.autocast(world.device.type, dtype=dtype) if dtype is not None else nullcontext()
 
     def resume(self) -> int:
         """The step to start from: that of the newest readable state (restored), else 0."""
