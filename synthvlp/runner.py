@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from synthvlp import schema
-from synthvlp.config import NOT_FINGERPRINTED, RENDERERS, STAGES, RunConfig
+from synthvlp.config import RENDERERS, STAGES, RunConfig, fingerprinted
 from synthvlp.errors import UserError
 from synthvlp.executors import execute_units
 from synthvlp.report import write_report
@@ -122,9 +122,8 @@ class Runner:
         return [self.layout.dataset_shard(name) for name in sorted(names)]
 
     def fingerprint(self, stage: str) -> str:
-        plain = self.config.to_plain()
-        for section, keys in NOT_FINGERPRINTED.items():
-            plain[section] = {k: v for k, v in plain[section].items() if k not in keys}
+        """The hash of the settings ``stage``'s output depends on: its sections, without incidental settings."""
+        plain = fingerprinted(self.config)
         chosen = {name: plain[name] for name in STAGE_SECTIONS[stage]}
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
