@@ -691,6 +691,25 @@ def _numbers(text: str, kind: type) -> list:
         raise UserError(f"{text!r}: expected comma-separated numbers, e.g. 0.01,0.1,1") from None
 
 
+def _segmentation_rows(checkpoint: Path, data: Path, test_fraction: float, fractions: list[float], seeds: list[int], epochs: int) -> list[dict]:
+    """``finetune --protocol segmentation``: the image tower of ``checkpoint`` (a CLIP checkpoint or an image
+    encoder) in a U-Net against scratch, on a fixed split (seed 0) of the image/mask CSV ``data``."""
+    import numpy as np
+
+    from synthvlp.checkpoints import ClipCheckpoint, ImageEncoderCheckpoint, load
+    from synthvlp.evaluation.segmentation import finetune_segmentation, input_size
+    from synthvlp.evaluation.segmentation_data import load_segmentation_csv
+    from synthvlp.models import image_tower
+
+    record = load(checkpoint, ClipCheckpoint, ImageEncoderCheckpoint)
+    tower = image_tower(record)
+    images = load_segmentation_csv(data, input_size(tower)[0])
+    order = np.random.default_rng(0).permutation(len(images.images))
+    cut = max(1, int(round(test_fraction * len(order))))
+    train, test = images.subset(np.sort(order[cut:])), images.subset(np.sort(order[:cut]))
+    return finetune_segmentation(tower, record.model_name, train, test, fractions, seeds, epochs=epochs, say=console.print)
+
+
 @app.command(
     epilog=(
         "Examples: synthvlp finetune runs/quickstart/pretrain/checkpoint.pt --benchmark nih --data ../shared/data/nih-dev-64; "
@@ -721,17 +740,7 @@ def finetune(
     if not data.exists():
         raise UserError(f"--data {data}: not found")
     if protocol == "segmentation":
-        import numpy as np
-
-        from synthvlp.evaluation.segmentation import EncoderSource, finetune_segmentation, input_size
-        from synthvlp.evaluation.segmentation_data import load_segmentation_csv
-
-        source = EncoderSource.from_checkpoint(checkpoint)
-        images = load_segmentation_csv(data, input_size(source.visual)[0])
-        order = np.random.default_rng(0).permutation(len(images.images))
-        cut = max(1, int(round(test_fraction * len(order))))
-        rows = finetune_segmentation(source, images.subset(np.sort(order[cut:])), images.subset(np.sort(order[:cut])), fraction_list, seed_list,
-                                     epochs=epochs, say=console.print)
+        rows = _segmentation_rows(checkpoint, data, test_fraction, fraction_list, seed_list, epochs)
         folder, name = out / data.parent.name, "segmentation"
     elif protocol in ("linear-probe", "full"):
         from synthvlp.evaluation.benchmarks import load_benchmark
