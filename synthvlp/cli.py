@@ -205,17 +205,16 @@ def pretrain_rasd(
     """
     import os
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import Progress
 
     from synthvlp.pretrain.rasd_engine import train_rasd
     from synthvlp.rasd import RaSDConfig
-    from synthvlp.runner import RateColumn
+    from synthvlp.runner import progress_columns
 
     resolved = load_config(config, overrides or [], model=RaSDConfig)
     main_process = os.environ.get("RANK", "0") == "0"
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    columns = [TextColumn("rasd"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=not main_process) as progress:
+    with Progress(*progress_columns("rasd"), console=console, disable=not main_process) as progress:
         task = progress.add_task("rasd", total=resolved.train.steps * resolved.stream.batch_size * world)
         result = train_rasd(resolved, advance=lambda n: progress.advance(task, n), say=console.print)
     if main_process:
@@ -414,16 +413,15 @@ def render_train(
     (torchrun --nproc_per_node N -m synthvlp.cli render train CONFIG) N processes share each global batch."""
     import os
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import Progress, TextColumn
 
     from synthvlp.config import RenderTrainConfig
     from synthvlp.pretrain.diffusion_engine import train_renderer
-    from synthvlp.runner import RateColumn
+    from synthvlp.runner import progress_columns
 
     resolved = load_config(config, overrides or [], model=RenderTrainConfig)
     primary = os.environ.get("RANK", "0") == "0"  # under torchrun only the first process reports; the others train
-    columns = [TextColumn("render train"), BarColumn(), MofNCompleteColumn(), RateColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    columns = progress_columns("render train", TextColumn("loss {task.fields[loss]:.4f}"))
     with Progress(*columns, console=console, disable=export_only or not primary) as progress:
         task = progress.add_task("render", total=resolved.train.steps * resolved.train.batch_size, loss=float("nan"))
         result = train_renderer(resolved, progress=lambda n, loss: progress.update(task, advance=n, loss=loss), say=console.print, export_only=export_only)
@@ -677,9 +675,11 @@ def evaluate(
 @contextmanager
 def _evaluate_bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
     """The evaluate command's progress bar for ``total`` images; yields the function that advances it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress
 
-    with Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+    from synthvlp.runner import progress_columns
+
+    with Progress(*progress_columns("evaluate"), console=console) as progress:
         task = progress.add_task(label, total=total)
         yield lambda n: progress.advance(task, n)
 

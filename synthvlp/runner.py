@@ -66,6 +66,12 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:,.1f}/s" if speed else "-/s", style="progress.data.speed")
 
 
+def progress_columns(label: str, *extra: ProgressColumn) -> list[ProgressColumn]:
+    """The columns of every synthvlp progress bar: ``label`` (a rich format string), bar, count, rate, ``extra``
+    (a loss, say), elapsed time and time left."""
+    return [TextColumn(label), BarColumn(), MofNCompleteColumn(), RateColumn(), *extra, TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+
+
 @dataclass
 class Runner:
     """Runs the selected stages of one config in its run folder."""
@@ -182,8 +188,7 @@ class Runner:
     @contextmanager
     def progress(self, stage: str, total: int) -> Iterator[Callable[[int], None]]:
         """A progress bar for ``total`` items; yields the function that advances it."""
-        columns = [TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-        with Progress(*columns, console=self.console, transient=False) as progress:
+        with Progress(*progress_columns("{task.description:<9}"), console=self.console, transient=False) as progress:
             task = progress.add_task(stage, total=total)
             yield lambda n: progress.advance(task, n)
 
