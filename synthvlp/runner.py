@@ -87,7 +87,7 @@ class Runner:
 
     @cached_property
     def ledger(self) -> Ledger:
-        return Ledger(self.run_dir)
+        return Ledger(self.run_dir, self.layout.ledger)
 
     @cached_property
     def layout(self) -> RunLayout:
