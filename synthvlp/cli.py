@@ -694,8 +694,6 @@ def _numbers(text: str, kind: type) -> list:
 def _segmentation_rows(checkpoint: Path, data: Path, test_fraction: float, fractions: list[float], seeds: list[int], epochs: int) -> list[dict]:
     """``finetune --protocol segmentation``: the image tower of ``checkpoint`` (a CLIP checkpoint or an image
     encoder) in a U-Net against scratch, on a fixed split (seed 0) of the image/mask CSV ``data``."""
-    import numpy as np
-
     from synthvlp.checkpoints import ClipCheckpoint, ImageEncoderCheckpoint, load
     from synthvlp.evaluation.segmentation import finetune_segmentation, input_size
     from synthvlp.evaluation.segmentation_data import load_segmentation_csv
@@ -703,10 +701,7 @@ def _segmentation_rows(checkpoint: Path, data: Path, test_fraction: float, fract
 
     record = load(checkpoint, ClipCheckpoint, ImageEncoderCheckpoint)
     tower = image_tower(record)
-    images = load_segmentation_csv(data, input_size(tower)[0])
-    order = np.random.default_rng(0).permutation(len(images.images))
-    cut = max(1, int(round(test_fraction * len(order))))
-    train, test = images.subset(np.sort(order[cut:])), images.subset(np.sort(order[:cut]))
+    train, test = load_segmentation_csv(data, input_size(tower)[0]).holdout(test_fraction)
     return finetune_segmentation(tower, record.model_name, train, test, fractions, seeds, epochs=epochs, say=console.print)
 
 

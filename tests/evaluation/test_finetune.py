@@ -153,6 +153,17 @@ def test_segmentation_loads_the_pretrained_encoder_and_compares_with_scratch(tmp
         finetune_segmentation(tower, record.model_name, disc_set(2, 32, seed=0), data, epochs=1)
 
 
+def test_holdout_keeps_every_image_once_and_at_least_one_for_testing():
+    data = disc_set(10, 16, seed=0)
+    train, test = data.holdout(0.3)
+    assert (len(train.images), len(test.images)) == (7, 3)
+    rows = {tuple(image.flatten()[:8].tolist()) for image in torch.cat([train.images, test.images])}
+    assert len(rows) == 10  # no image twice, none lost
+    again_train, _ = data.holdout(0.3)
+    assert torch.equal(train.images, again_train.images)
+    assert len(data.holdout(0.01)[1].images) == 1
+
+
 COVID = SHARED_DATA / "covid-lungs" / "index.csv"
 
 
