@@ -205,17 +205,16 @@ def pretrain_rasd(
     """
     import os
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import Progress
 
     from synthvlp.pretrain.rasd_engine import train_rasd
     from synthvlp.rasd import RaSDConfig
-    from synthvlp.runner import RateColumn
+    from synthvlp.runner import progress_columns
 
     resolved = load_config(config, overrides or [], model=RaSDConfig)
     main_process = os.environ.get("RANK", "0") == "0"
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    columns = [TextColumn("rasd"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=not main_process) as progress:
+    with Progress(*progress_columns("rasd"), console=console, disable=not main_process) as progress:
         task = progress.add_task("rasd", total=resolved.train.steps * resolved.stream.batch_size * world)
         result = train_rasd(resolved, advance=lambda n: progress.advance(task, n), say=console.print)
     if main_process:
@@ -414,16 +413,15 @@ def render_train(
     (torchrun --nproc_per_node N -m synthvlp.cli render train CONFIG) N processes share each global batch."""
     import os
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import Progress, TextColumn
 
     from synthvlp.config import RenderTrainConfig
     from synthvlp.pretrain.diffusion_engine import train_renderer
-    from synthvlp.runner import RateColumn
+    from synthvlp.runner import progress_columns
 
     resolved = load_config(config, overrides or [], model=RenderTrainConfig)
     primary = os.environ.get("RANK", "0") == "0"  # under torchrun only the first process reports; the others train
-    columns = [TextColumn("render train"), BarColumn(), MofNCompleteColumn(), RateColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    columns = progress_columns("render train", TextColumn("loss {task.fields[loss]:.4f}"))
     with Progress(*columns, console=console, disable=export_only or not primary) as progress:
         task = progress.add_task("render", total=resolved.train.steps * resolved.train.batch_size, loss=float("nan"))
         result = train_renderer(resolved, progress=lambda n, loss: progress.update(task, advance=n, loss=loss), say=console.print, export_only=export_only)
@@ -677,9 +675,11 @@ def evaluate(
 @contextmanager
 def _evaluate_bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
     """The evaluate command's progress bar for ``total`` images; yields the function that advances it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress
 
-    with Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+    from synthvlp.runner import progress_columns
+
+    with Progress(*progress_columns("evaluate"), console=console) as progress:
         task = progress.add_task(label, total=total)
         yield lambda n: progress.advance(task, n)
 
@@ -689,6 +689,20 @@ def _numbers(text: str, kind: type) -> list:
         return [kind(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise UserError(f"{text!r}: expected comma-separated numbers, e.g. 0.01,0.1,1") from None
+
+
+def _segmentation_rows(checkpoint: Path, data: Path, test_fraction: float, fractions: list[float], seeds: list[int], epochs: int) -> list[dict]:
+    """``finetune --protocol segmentation``: the image tower of ``checkpoint`` (a CLIP checkpoint or an image
+    encoder) in a U-Net against scratch, on a fixed split (seed 0) of the image/mask CSV ``data``."""
+    from synthvlp.checkpoints import ClipCheckpoint, ImageEncoderCheckpoint, load
+    from synthvlp.evaluation.segmentation import finetune_segmentation, input_size
+    from synthvlp.evaluation.segmentation_data import load_segmentation_csv
+    from synthvlp.models import image_tower
+
+    record = load(checkpoint, ClipCheckpoint, ImageEncoderCheckpoint)
+    tower = image_tower(record)
+    train, test = load_segmentation_csv(data, input_size(tower)[0]).holdout(test_fraction)
+    return finetune_segmentation(tower, record.model_name, train, test, fractions, seeds, epochs=epochs, say=console.print)
 
 
 @app.command(
@@ -721,17 +735,7 @@ def finetune(
     if not data.exists():
         raise UserError(f"--data {data}: not found")
     if protocol == "segmentation":
-        import numpy as np
-
-        from synthvlp.evaluation.segmentation import EncoderSource, finetune_segmentation, input_size
-        from synthvlp.evaluation.segmentation_data import load_segmentation_csv
-
-        source = EncoderSource.from_checkpoint(checkpoint)
-        images = load_segmentation_csv(data, input_size(source.visual)[0])
-        order = np.random.default_rng(0).permutation(len(images.images))
-        cut = max(1, int(round(test_fraction * len(order))))
-        rows = finetune_segmentation(source, images.subset(np.sort(order[cut:])), images.subset(np.sort(order[:cut])), fraction_list, seed_list,
-                                     epochs=epochs, say=console.print)
+        rows = _segmentation_rows(checkpoint, data, test_fraction, fraction_list, seed_list, epochs)
         folder, name = out / data.parent.name, "segmentation"
     elif protocol in ("linear-probe", "full"):
         from synthvlp.evaluation.benchmarks import load_benchmark

@@ -8,7 +8,8 @@ without a traceback.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from types import UnionType
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -27,34 +28,63 @@ RENDERERS: Registry = Registry("images.backend", {
 })
 """The image renderers ``images.backend`` names, each a ``synthvlp.generation.images.Renderer`` (docs/extending.md)."""
 
-NOT_FINGERPRINTED: dict[str, tuple[str, ...]] = {"run": ("name", "out_dir", "executor", "ray"), "plan": ("source_corpus",)}
-"""Settings no stage output depends on (names, places, where units execute, and the corpus only the run report
-compares with): changing them redoes nothing, and a run folder accepts them without --force."""
-
-
 OPERATIONAL = "operational"
-"""The ``json_schema_extra`` key that marks a setting as operational (see ``operational``)."""
+"""The ``json_schema_extra`` key that marks a setting as operational (see ``operational``); incidental settings
+carry it too."""
+INCIDENTAL = "incidental"
+"""The ``json_schema_extra`` key that marks a setting as incidental (see ``incidental``)."""
 
 
 def operational(*args: Any, **kwargs: Any) -> Any:
     """A ``Field`` for a setting that changes how training goes but not the weights it ends with (threads,
-    checkpoint cadence, log writers, where the run lives). The one place such settings are declared: the
-    training engines leave them out of their state fingerprints (``without_operational``), so changing one keeps
-    a run resumable."""
+    checkpoint cadence, log writers, a trainer's own folder). The training engines leave it out of their state
+    keys (``without_operational``), so changing one keeps a run resumable; a run's stage fingerprints still count
+    it (the stage's files, such as its kept states and event logs, depend on it), so the run folder asks for
+    --force and redoes that stage, which resumes the finished state."""
     return Field(*args, json_schema_extra={OPERATIONAL: True}, **kwargs)
 
 
-def without_operational(model: BaseModel) -> dict[str, Any]:
-    """``model`` as plain JSON values without its ``operational`` fields, at any depth of nested sections: what
-    trained weights depend on."""
-    plain = model.model_dump(mode="json")
-    for name, field in type(model).model_fields.items():
-        extra = field.json_schema_extra
-        if isinstance(extra, dict) and extra.get(OPERATIONAL):
-            del plain[name]
-        elif isinstance(getattr(model, name), BaseModel):
-            plain[name] = without_operational(getattr(model, name))
+def incidental(*args: Any, **kwargs: Any) -> Any:
+    """A ``Field`` for a setting nothing a run writes depends on (names, places, where units execute, the corpus
+    only the run report compares with). Left out of every fingerprint: the stages' (``fingerprinted``), the run
+    folder's config check (``output_differences``) and the training state keys; changing one redoes nothing."""
+    return Field(*args, json_schema_extra={OPERATIONAL: True, INCIDENTAL: True}, **kwargs)
+
+
+def marked(model: type[BaseModel], mark: str, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Key paths of ``model``'s fields that carry ``mark``, at any depth of nested sections (``X`` or ``X | None``)."""
+    paths = []
+    for name, field in model.model_fields.items():
+        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get(mark):
+            paths.append((*prefix, name))
+            continue
+        nested = (field.annotation, *(get_args(field.annotation) if get_origin(field.annotation) in (Union, UnionType) else ()))
+        for section in (t for t in nested if isinstance(t, type) and issubclass(t, BaseModel)):
+            paths += marked(section, mark, (*prefix, name))
+    return paths
+
+
+def _without(plain: dict[str, Any], paths: list[tuple[str, ...]]) -> dict[str, Any]:
+    """A copy of ``plain`` without the keys at ``paths`` (those whose section is absent or None are skipped)."""
+    plain = dict(plain)
+    for head in {path[0] for path in paths}:
+        rest = [path[1:] for path in paths if path[0] == head]
+        if () in rest:
+            plain.pop(head, None)
+        elif isinstance(plain.get(head), dict):
+            plain[head] = _without(plain[head], rest)
     return plain
+
+
+def without_operational(model: BaseModel) -> dict[str, Any]:
+    """``model`` as plain JSON values without its ``operational`` (and ``incidental``) fields, at any depth of
+    nested sections: what trained weights depend on."""
+    return _without(model.model_dump(mode="json"), marked(type(model), OPERATIONAL))
+
+
+def fingerprinted(config: RunConfig) -> dict[str, Any]:
+    """``config`` as written to a run folder without its ``incidental`` settings: what the stage fingerprints hash."""
+    return _without(config.to_plain(), marked(RunConfig, INCIDENTAL))
 
 
 class Section(BaseModel):
@@ -75,16 +105,16 @@ class RaySection(Section):
 class RunSection(Section):
     """Where the run lives, how big it is and the seed everything derives from."""
 
-    name: str = Field("quickstart", min_length=1, description="Human-readable run name.")
-    out_dir: Path = Field(Path("runs/quickstart"), description="Run folder; relative paths are from the CWD.")
+    name: str = incidental("quickstart", min_length=1, description="Human-readable run name.")
+    out_dir: Path = incidental(Path("runs/quickstart"), description="Run folder; relative paths are from the CWD.")
     seed: int = Field(0, ge=0, description="Run seed; each sample's seed derives from (seed, sample id).")
     n_samples: int = Field(2000, ge=1, description="Number of synthetic image-report pairs to plan.")
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of samples held out for evaluation.")
     shard_size: int = Field(1000, ge=1, description="Samples per WebDataset shard (the unit of resuming).")
-    executor: Literal["local", "ray"] = Field(
+    executor: Literal["local", "ray"] = incidental(
         "local", description="Where per-unit stages (plan, reports, images, filter) run: 'local' in this process, 'ray' on a Ray actor pool (run.ray); outputs are identical."
     )
-    ray: RaySection = Field(default_factory=RaySection)
+    ray: RaySection = incidental(default_factory=RaySection)
 
 
 class LabelSetSection(Section):
@@ -154,7 +184,7 @@ class PlanSection(Section):
     cap_slack: float = Field(1.1, ge=1.0, description="With tau_max None: cap = ceil(cap_slack * n_samples * mean(k or m) / pool size).")
     labels: LabelSetSection | None = Field(
         None, description="Plan one sample per film of a real labelled set (its labels are the plan) instead of drawing balanced plans; None draws plans.")
-    source_corpus: Path | None = Field(
+    source_corpus: Path | None = incidental(
         None, description="Real report corpus (IU XML .tgz/folder, .csv, .parquet) whose entity distribution the run report compares the plan with."
     )
 
@@ -697,9 +727,10 @@ def load_config(path: Path | str | None, overrides: list[str] | tuple[str, ...] 
 
 
 def output_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """``diff_configs`` without the settings in ``NOT_FINGERPRINTED``: the differences that change outputs."""
-    ignored = tuple(f"{section}.{key}" for section, keys in NOT_FINGERPRINTED.items() for key in keys)
-    return [line for line in diff_configs(old, new) if not line.split(":")[0].startswith(ignored)]
+    """``diff_configs`` of two plain run configs without their ``incidental`` settings: the differences that
+    change outputs."""
+    paths = marked(RunConfig, INCIDENTAL)
+    return diff_configs(_without(old, paths), _without(new, paths))
 
 
 def diff_configs(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

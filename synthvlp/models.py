@@ -176,3 +176,14 @@ def load_image_encoder(source: Path | ImageEncoderCheckpoint, visual) -> str:
     record = source if isinstance(source, ImageEncoderCheckpoint) else load(source, ImageEncoderCheckpoint)
     load_weights(visual, record.state_dict, record.path, f"image encoder for model {record.model_name!r}")
     return record.source
+
+
+def image_tower(record: ClipCheckpoint | ImageEncoderCheckpoint):
+    """The image tower (open_clip ``model.visual``) either checkpoint holds, its weights loaded: a CLIP model's, or
+    an image encoder alone (what ``synthvlp pretrain rasd`` writes). Rebuilt from the model config the record
+    names, which ``build_clip`` also rebuilds a from-scratch tower from."""
+    if isinstance(record, ImageEncoderCheckpoint):
+        visual = build_clip(record.model_name)[0].visual
+        load_image_encoder(record, visual)
+        return visual
+    return clip_from_checkpoint(record)[0].visual

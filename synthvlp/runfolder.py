@@ -79,6 +79,11 @@ class RunLayout:
         return self.root / ".locks"
 
     @property
+    def ledger(self) -> Path:
+        """The ledger's done-records (``store.Ledger``), one folder per stage."""
+        return self.root / ".state"
+
+    @property
     def manifest(self) -> Path:
         return self.root / "manifest.parquet"
 

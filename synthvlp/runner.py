@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from synthvlp import schema
-from synthvlp.config import NOT_FINGERPRINTED, RENDERERS, STAGES, RunConfig
+from synthvlp.config import RENDERERS, STAGES, RunConfig, fingerprinted
 from synthvlp.errors import UserError
 from synthvlp.executors import execute_units
 from synthvlp.report import write_report
@@ -66,6 +66,12 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:,.1f}/s" if speed else "-/s", style="progress.data.speed")
 
 
+def progress_columns(label: str, *extra: ProgressColumn) -> list[ProgressColumn]:
+    """The columns of every synthvlp progress bar: ``label`` (a rich format string), bar, count, rate, ``extra``
+    (a loss, say), elapsed time and time left."""
+    return [TextColumn(label), BarColumn(), MofNCompleteColumn(), RateColumn(), *extra, TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+
+
 @dataclass
 class Runner:
     """Runs the selected stages of one config in its run folder."""
@@ -81,7 +87,7 @@ class Runner:
 
     @cached_property
     def ledger(self) -> Ledger:
-        return Ledger(self.run_dir)
+        return Ledger(self.run_dir, self.layout.ledger)
 
     @cached_property
     def layout(self) -> RunLayout:
@@ -122,9 +128,8 @@ class Runner:
         return [self.layout.dataset_shard(name) for name in sorted(names)]
 
     def fingerprint(self, stage: str) -> str:
-        plain = self.config.to_plain()
-        for section, keys in NOT_FINGERPRINTED.items():
-            plain[section] = {k: v for k, v in plain[section].items() if k not in keys}
+        """The hash of the settings ``stage``'s output depends on: its sections, without incidental settings."""
+        plain = fingerprinted(self.config)
         chosen = {name: plain[name] for name in STAGE_SECTIONS[stage]}
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -183,8 +188,7 @@ class Runner:
     @contextmanager
     def progress(self, stage: str, total: int) -> Iterator[Callable[[int], None]]:
         """A progress bar for ``total`` items; yields the function that advances it."""
-        columns = [TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-        with Progress(*columns, console=self.console, transient=False) as progress:
+        with Progress(*progress_columns("{task.description:<9}"), console=self.console, transient=False) as progress:
             task = progress.add_task(stage, total=total)
             yield lambda n: progress.advance(task, n)
 

@@ -183,16 +183,17 @@ def read_shard(path: Path) -> Iterator[dict[str, bytes | str]]:
 
 @dataclass(frozen=True)
 class Ledger:
-    """Done-records of one run: ``<run>/.state/<stage>/<unit>.json``.
+    """Done-records of one run, ``<records>/<stage>/<unit>.json`` (``RunLayout.ledger``: ``<run>/.state``).
 
     A record lists the outputs (path relative to the run folder, size, SHA-256), the config fingerprint of the
     stage and the digests of its inputs, so a changed setting or a redone upstream unit invalidates it.
     """
 
     run_dir: Path
+    records: Path
 
     def record_path(self, stage: str, unit: str) -> Path:
-        return self.run_dir / ".state" / stage / f"{unit}.json"
+        return self.records / stage / f"{unit}.json"
 
     def commit(self, stage: str, unit: str, fingerprint: str, inputs: list[Path], outputs: list[Path]) -> None:
         record = {

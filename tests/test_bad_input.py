@@ -76,13 +76,15 @@ def _load_backbone(path: Path) -> None:
     load_backbone(path)
 
 
-def _load_segmentation_encoder(path: Path) -> None:
-    from synthvlp.evaluation.segmentation import EncoderSource
+def _load_image_tower(path: Path) -> None:
+    """What segmentation fine-tuning reads: a CLIP checkpoint or an image encoder, as an image tower."""
+    from synthvlp.checkpoints import ClipCheckpoint, ImageEncoderCheckpoint, load
+    from synthvlp.models import image_tower
 
-    EncoderSource.from_checkpoint(path)
+    image_tower(load(path, ClipCheckpoint, ImageEncoderCheckpoint))
 
 
-LOADERS = {"any": _load_any, "clip": _load_clip, "image encoder": _load_encoder, "rasd backbone": _load_backbone, "segmentation encoder": _load_segmentation_encoder}
+LOADERS = {"any": _load_any, "clip": _load_clip, "image encoder": _load_encoder, "rasd backbone": _load_backbone, "image tower": _load_image_tower}
 
 
 @pytest.mark.parametrize("loader", LOADERS)

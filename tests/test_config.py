@@ -93,3 +93,26 @@ def test_every_shipped_run_config_loads(path):
     if path.parent.name == "syncxr" and path.name != "base.yaml":  # the table's recipes share the base's training
         assert (config.pretrain.model, config.pretrain.max_steps, config.pretrain.targets) == ("synthvlp-cnn-tiny", 500, "labels")
         assert str(config.run.out_dir).startswith("runs/syncxr/")
+
+
+def test_one_mark_says_which_settings_fingerprints_leave_out():
+    """Incidental settings (no output depends on them) are left out of stage fingerprints, the run folder's
+    config check and training state keys; operational ones only out of the state keys."""
+    from synthvlp.config import INCIDENTAL, OPERATIONAL, Section, fingerprinted, incidental, marked, operational, output_differences
+
+    assert marked(RunConfig, INCIDENTAL) == [("run", "name"), ("run", "out_dir"), ("run", "executor"), ("run", "ray"), ("plan", "source_corpus")]
+    assert set(marked(RunConfig, INCIDENTAL)) < set(marked(RunConfig, OPERATIONAL))  # incidental is operational too
+    base = load_config(None, [])
+    moved = load_config(None, ["run.name=x", "run.out_dir=/elsewhere", "run.executor=ray", "run.ray.actors=5", "plan.source_corpus=c.csv"])
+    assert fingerprinted(moved) == fingerprinted(base) and "run" in fingerprinted(base) and "seed" in fingerprinted(base)["run"]
+    assert output_differences(base.to_plain(), moved.to_plain()) == []
+    assert output_differences(base.to_plain(), load_config(None, ["pretrain.threads=2"]).to_plain()) == ["pretrain.threads: None -> 2"]
+
+    class Inner(Section):
+        where: str = incidental("here")
+        cadence: int = operational(1)
+
+    class Outer(Section):
+        inner: Inner | None = None  # a mark inside an optional section is found too
+
+    assert marked(Outer, INCIDENTAL) == [("inner", "where")] and marked(Outer, OPERATIONAL) == [("inner", "where"), ("inner", "cadence")]

@@ -56,7 +56,7 @@ def test_disk_full_is_a_named_user_error(tmp_path, monkeypatch):
 
 
 def test_ledger_detects_truncation_corruption_and_changes(tmp_path):
-    ledger = Ledger(tmp_path)
+    ledger = Ledger(tmp_path, tmp_path / ".state")
     source, output = tmp_path / "in.txt", tmp_path / "out.tar"
     source.write_text("input")
     write_shard(output, _samples(3))

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from synthvlp.errors import UserError
 from synthvlp.evaluation.harness import benchmark_folders, mean_auc, mean_text, read_csv, t_interval, with_ci
+from synthvlp.runfolder import RunLayout
 
 
 def evaluation_root(path: Path) -> Path:
     """The folder holding ``<benchmark>/zeroshot.csv`` for a run folder or an evaluation folder."""
-    for candidate in (path / "evaluate", path):
+    for candidate in (RunLayout(path).evaluate, path):
         if benchmark_folders(candidate):
             return candidate
     raise UserError(f"{path}: no zero-shot results (expected {path}/evaluate/<benchmark>/zeroshot.csv or {path}/<benchmark>/zeroshot.csv)")

@@ -63,14 +63,6 @@ def score_region(heat: np.ndarray, mask: np.ndarray) -> dict[str, float]:
             "dice": float(np.mean(dices)), "cnr": cnr}
 
 
-def score_grounding(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    """Each metric of ``METRICS`` as an array over the (map, mask) pairs; see ``score_region``."""
-    if len(maps) != len(masks):
-        raise ValueError(f"score_grounding: {len(maps)} maps but {len(masks)} masks")
-    scores = [score_region(heat, mask) for heat, mask in zip(maps, masks)]
-    return {metric: np.array([s[metric] for s in scores], dtype=np.float64) for metric in METRICS}
-
-
 def label_prompt(label: str) -> str:
     """The default text for a region without a phrase: the first positive zero-shot prompt."""
     return POSITIVE_PROMPTS[0].format(name=label)

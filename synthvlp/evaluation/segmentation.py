@@ -12,8 +12,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,31 +21,11 @@ from monai.networks.nets.flexible_unet import UNetDecoder
 from torch import nn
 
 from synthvlp.bootstrap import percentile_bootstrap
-from synthvlp.checkpoints import ClipCheckpoint, ImageEncoderCheckpoint, load
 from synthvlp.errors import UserError
 from synthvlp.evaluation.segmentation_data import SegmentationSet, dice_per_image
-from synthvlp.models import build_clip, clip_from_checkpoint, load_image_encoder
+from synthvlp.models import build_clip
 
 Say = Callable[[str], None]
-
-
-@dataclass
-class EncoderSource:
-    """A registered model config name and an image tower (open_clip ``model.visual``) holding its weights."""
-
-    name: str
-    visual: nn.Module
-
-    @classmethod
-    def from_checkpoint(cls, path: Path) -> EncoderSource:
-        """From a CLIP checkpoint (``save_clip_checkpoint``) or an image-encoder one (``save_image_encoder``)."""
-        record = load(path, ClipCheckpoint, ImageEncoderCheckpoint)
-        if isinstance(record, ImageEncoderCheckpoint):
-            visual = build_clip(record.model_name)[0].visual
-            load_image_encoder(record, visual)
-        else:
-            visual = clip_from_checkpoint(record)[0].visual
-        return cls(record.model_name, visual)
 
 
 class ViTUNet(nn.Module):
@@ -162,30 +140,31 @@ def dice_scores(net: nn.Module, visual: nn.Module, test: SegmentationSet, batch_
         return torch.cat([dice_per_image(net(to_model_input(images, visual)), masks) for images, masks in chunks]).numpy()
 
 
-def _encoder(source: EncoderSource, init: str, seed: int) -> nn.Module:
+def _encoder(tower: nn.Module, model: str, init: str, seed: int) -> nn.Module:
     if init == "pretrained":
-        return copy.deepcopy(source.visual)
+        return copy.deepcopy(tower)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_clip(source.name)[0].visual
+        return build_clip(model)[0].visual
 
 
-def finetune_segmentation(source: EncoderSource | Path, train: SegmentationSet, test: SegmentationSet,
+def finetune_segmentation(tower: nn.Module, model: str, train: SegmentationSet, test: SegmentationSet,
                           fractions: Sequence[float] = (0.1, 1.0), seeds: Sequence[int] = (0,), epochs: int = 10,
                           batch_size: int = 8, lr: float = 1e-3, encoder_lr: float = 1e-4, bootstrap: int = 1000,
                           inits: Sequence[str] = ("pretrained", "scratch"), say: Say | None = None) -> list[dict]:
     """Rows {fraction, seed, init, n_train, dice_mean, dice_ci_low, dice_ci_high} for each fraction, seed and init.
 
+    ``tower`` is the pretrained image tower (``models.image_tower`` of a checkpoint record; it is copied, never
+    trained) and ``model`` the model config name it was built from, which the scratch encoder is built from.
     Images must already be at the tower's input size (``load_segmentation_csv(path, size)``). The training
     subset of a (fraction, seed) is the same for both inits, and so are the decoder's initial weights, so the
     only difference between a pretrained and a scratch row is the encoder's starting point.
     """
-    source = source if isinstance(source, EncoderSource) else EncoderSource.from_checkpoint(source)
-    size = input_size(source.visual)
+    size = input_size(tower)
     for name, data in (("train", train), ("test", test)):
         if tuple(data.images.shape[-2:]) != size or len(data.images) == 0:
             raise UserError(f"segmentation {name} set: {len(data.images)} images of {tuple(data.images.shape[-2:])} px; "
-                            f"model {source.name!r} needs some at {size} (load_segmentation_csv(path, size={size[0]}))")
+                            f"model {model!r} needs some at {size} (load_segmentation_csv(path, size={size[0]}))")
     unknown = set(inits) - {"pretrained", "scratch"}
     if unknown:
         raise UserError(f"segmentation inits {sorted(unknown)}: only 'pretrained' and 'scratch' exist")
@@ -197,7 +176,7 @@ def finetune_segmentation(source: EncoderSource | Path, train: SegmentationSet, 
             count = max(1, math.ceil(fraction * len(train.images)))
             subset = train.subset(np.sort(np.random.default_rng(seed).permutation(len(train.images))[:count]))
             for init in inits:
-                visual = _encoder(source, init, seed)
+                visual = _encoder(tower, model, init, seed)
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed)
                     net = build_unet(visual)

@@ -29,6 +29,13 @@ class SegmentationSet:
         rows = torch.as_tensor(index, dtype=torch.long)
         return SegmentationSet(self.images[rows], self.masks[rows])
 
+    def holdout(self, test_fraction: float, seed: int = 0) -> tuple[SegmentationSet, SegmentationSet]:
+        """(train, test): a random ``test_fraction`` of the images (at least one) held out, each side in order.
+        A set without patients or sources to group by can only be split by image."""
+        order = np.random.default_rng(seed).permutation(len(self.images))
+        cut = max(1, int(round(test_fraction * len(order))))
+        return self.subset(np.sort(order[cut:])), self.subset(np.sort(order[:cut]))
+
 
 def load_segmentation_csv(index_csv: Path, size: int, image_column: str = "image", mask_column: str = "mask") -> SegmentationSet:
     """Read every row of ``index_csv`` (paths relative to its folder), resized to size x size, sorted by image."""

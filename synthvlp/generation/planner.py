@@ -173,16 +173,6 @@ def plan_labelled(config: RunConfig, vocab: Vocabulary, films: Sequence[Labelled
                      "source_boxes": pa.array(rows["source_boxes"], pa.list_(BOX))})
 
 
-def contradictions(entities: list[dict], vocab: Vocabulary) -> list[str]:
-    """Pairs of planned entities a report may not state together; empty for every plan this module makes."""
-    labels = [e["name"] if e["assertion"] == "present" else f"no {e['name']}" for e in entities]
-    found = [f"{a} / {b}" for i, a in enumerate(labels) for b in labels[i + 1 :] if vocab.conflicts(a, b)]
-    names = [e["name"] for e in entities]
-    found += [f"{n} twice" for n in sorted({n for n in names if names.count(n) > 1})]
-    found += [f"{e['name']} has side {e['laterality']} but is not lateral" for e in entities if e["laterality"] and not vocab[e["name"]].lateral]
-    return found
-
-
 def _entity(vocab: Vocabulary, item: PoolItem, side: str | None) -> dict[str, str | None]:
     """A present lateral entity gets a side (None when it is not known); an absence never does ('no left
     effusion' beside 'right effusion' would be a laterality conflict the extractor cannot represent)."""

@@ -15,9 +15,9 @@ from synthvlp.errors import UserError
 from synthvlp.evaluation.benchmarks.base import LabelledSet
 from synthvlp.evaluation.finetune import full_finetune, label_fraction_split, linear_probe, mean_auc, train_classifier
 from synthvlp.evaluation.inference import ImageTextEngine
-from synthvlp.evaluation.segmentation import (EncoderSource, build_unet, dice_scores, finetune_segmentation, input_size,
-                                              train_segmentation)
-from synthvlp.models import build_clip, save_clip_checkpoint, save_image_encoder
+from synthvlp.checkpoints import ClipCheckpoint, ImageEncoderCheckpoint, load
+from synthvlp.evaluation.segmentation import build_unet, dice_scores, finetune_segmentation, input_size, train_segmentation
+from synthvlp.models import build_clip, image_tower, save_clip_checkpoint, save_image_encoder
 from synthvlp.evaluation.segmentation_data import SegmentationSet, dice_per_image, load_segmentation_csv
 
 from conftest import SHARED_DATA
@@ -138,18 +138,30 @@ def test_segmentation_loads_the_pretrained_encoder_and_compares_with_scratch(tmp
     model = tiny_engine(seed=5).model
     path = tmp_path / "encoder.pt"
     save_image_encoder(path, "synthvlp-tiny", model.visual, source="test")
-    source = EncoderSource.from_checkpoint(path)
-    assert torch.equal(source.visual.conv1.weight, model.visual.conv1.weight)
+    record = load(path, ClipCheckpoint, ImageEncoderCheckpoint)
+    tower = image_tower(record)
+    assert isinstance(record, ImageEncoderCheckpoint) and torch.equal(tower.conv1.weight, model.visual.conv1.weight)
     save_clip_checkpoint(tmp_path / "clip.pt", "synthvlp-tiny", model, steps=1)
-    from_clip = EncoderSource.from_checkpoint(tmp_path / "clip.pt")
-    assert from_clip.name == "synthvlp-tiny" and torch.equal(from_clip.visual.conv1.weight, model.visual.conv1.weight)
+    from_clip = load(tmp_path / "clip.pt", ClipCheckpoint, ImageEncoderCheckpoint)
+    assert from_clip.model_name == "synthvlp-tiny" and torch.equal(image_tower(from_clip).conv1.weight, model.visual.conv1.weight)
     data = disc_set(10, 64, seed=0)
-    rows = finetune_segmentation(source, data, disc_set(4, 64, seed=1), fractions=(0.5,), seeds=(0,), epochs=1, bootstrap=50)
+    rows = finetune_segmentation(tower, record.model_name, data, disc_set(4, 64, seed=1), fractions=(0.5,), seeds=(0,), epochs=1, bootstrap=50)
     assert [(r["init"], r["n_train"]) for r in rows] == [("pretrained", 5), ("scratch", 5)]
     assert all(r["dice_ci_low"] <= r["dice_mean"] <= r["dice_ci_high"] for r in rows)
-    assert torch.equal(source.visual.conv1.weight, model.visual.conv1.weight)  # the source is copied, not trained
+    assert torch.equal(tower.conv1.weight, model.visual.conv1.weight)  # the tower is copied, not trained
     with pytest.raises(UserError, match="needs some at"):
-        finetune_segmentation(source, disc_set(2, 32, seed=0), data, epochs=1)
+        finetune_segmentation(tower, record.model_name, disc_set(2, 32, seed=0), data, epochs=1)
+
+
+def test_holdout_keeps_every_image_once_and_at_least_one_for_testing():
+    data = disc_set(10, 16, seed=0)
+    train, test = data.holdout(0.3)
+    assert (len(train.images), len(test.images)) == (7, 3)
+    rows = {tuple(image.flatten()[:8].tolist()) for image in torch.cat([train.images, test.images])}
+    assert len(rows) == 10  # no image twice, none lost
+    again_train, _ = data.holdout(0.3)
+    assert torch.equal(train.images, again_train.images)
+    assert len(data.holdout(0.01)[1].images) == 1
 
 
 COVID = SHARED_DATA / "covid-lungs" / "index.csv"
@@ -174,7 +186,7 @@ def test_covid_lungs_segmentation_at_ten_percent():
     data = load_segmentation_csv(COVID, 64)
     train_rows, test_rows = covid_split(rows)
     visual = tiny_engine(seed=1).visual  # a stand-in "pretrained" tower, other than the scratch init (seed 0)
-    results = finetune_segmentation(EncoderSource("synthvlp-tiny", visual), data.subset(train_rows), data.subset(test_rows),
+    results = finetune_segmentation(visual, "synthvlp-tiny", data.subset(train_rows), data.subset(test_rows),
                                     fractions=(0.1,), seeds=(0,), epochs=30, say=print)
     assert {r["init"] for r in results} == {"pretrained", "scratch"}
     assert all(r["dice_mean"] > 0.3 for r in results)

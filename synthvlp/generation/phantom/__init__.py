@@ -1,9 +1,9 @@
 """The phantom renderer: a frontal CXR-like image drawn from a report's entity plan, with exact finding masks.
 
-No weights: a randomised thorax projected as attenuation (``patient``, ``anatomy``, ``skeleton``, ``vessels``),
-each finding drawn where and how it appears (``findings``), combined physically (``compose``), then exposed and
-displayed as a detector would (``appearance``), with what departments add (``acquisition``: leads, markers,
-labels, collimation).
+No weights: a randomised thorax projected as attenuation (``frame``, ``patient``, ``anatomy``, ``skeleton``,
+``vessels``), each finding drawn where and how it appears (``findings``), combined physically (``compose``), then
+exposed and displayed as a detector would (``appearance``), with what departments add (``acquisition``: leads,
+markers, labels, collimation).
 Because the renderer knows where it drew every finding, each image comes with a mask and box per finding
 (coded by ``synthvlp.masks``, which evaluation reads them with): pixel-exact grounding labels. Entities it cannot
 draw become a generic opacity and are reported.

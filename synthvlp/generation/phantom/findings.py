@@ -4,12 +4,17 @@ A finding does not paint pixels: it says how much lung air it replaces (fluid, c
 adds (a nodule, a tube), what air it adds (pneumothorax) and where lung markings vanish. The composer applies
 every effect to the anatomy, so overlapping findings combine physically, and ``Effect.shape`` is the exact
 extent drawn: the finding's mask is where it is at least one half.
+
+The public pieces (where fluid, a collapsed lung, an airspace, a plate, a round lesion or a rib break lie) are
+the geometry both phantoms share: the classic phantom (``classic.findings``) draws them on its own ``Body``,
+which has the same attributes, with its own densities.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +45,10 @@ class Effect:
     rib_gap: np.ndarray | float = 0.0  # share of rib density removed
 
 
+Drawer = Callable[[Body, str, int, np.random.Generator], Effect]
+"""Draws one finding of a severity grade on a side ("" for central and diffuse kinds) of a body."""
+
+
 def sides_of(finding: Finding, rng: np.random.Generator) -> list[str]:
     """The sides a lateral finding is drawn on; an unstated side is drawn at random."""
     if finding.laterality == "bilateral":
@@ -50,15 +59,21 @@ def sides_of(finding: Finding, rng: np.random.Generator) -> list[str]:
 
 
 def draw(finding: Finding, body: Body, rng: np.random.Generator) -> Effect:
-    """The effect of one finding; lateral findings on both sides are merged into one effect and one mask."""
-    drawer = _DRAWERS[finding.kind]
+    """The effect of one finding, cut to its mask; lateral findings on both sides are merged into one effect."""
+    return _confine(effect_of(finding, body, rng, _DRAWERS))
+
+
+def effect_of(finding: Finding, body: Body, rng: np.random.Generator, drawers: dict[str, Drawer]) -> Effect:
+    """The effect ``drawers`` draw for one finding on its side(s): both sides merged into one effect and one
+    mask. ``body`` is either renderer's (the classic phantom draws with its own ``drawers``)."""
+    drawer = drawers[finding.kind]
     if finding.kind in ONE_SIDED:
         side = finding.laterality if finding.laterality in ("left", "right") else ONE_SIDED[finding.kind]
-        return _confine(drawer(body, side, finding.severity, rng))
+        return drawer(body, side, finding.severity, rng)
     if finding.kind not in LATERAL:
-        return _confine(drawer(body, "", finding.severity, rng))
+        return drawer(body, "", finding.severity, rng)
     effects = [drawer(body, side, finding.severity, rng) for side in sides_of(finding, rng)]
-    return _confine(effects[0] if len(effects) == 1 else _merge(effects))
+    return effects[0] if len(effects) == 1 else _merge(effects)
 
 
 FIELDS = ("shape", "opacify", "density", "lucency", "no_markings", "rib_gap")
@@ -96,14 +111,21 @@ def _lateral_fraction(body: Body, side: str) -> np.ndarray:
     return np.clip((lateral - a.medial[side]) / (a.half_width - a.medial[side]), 0.0, 1.0)
 
 
-def _effusion(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
-    """Fluid layering in the dependent pleural space: a meniscus climbing the lateral wall, denser with depth
-    (more fluid along the beam), blunting the costophrenic angle and hiding the hemidiaphragm."""
+def pleural_fluid(body: Body, side: str, severity: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+    """Where dependent pleural fluid of ``severity`` lies on ``side`` (a meniscus climbing the lateral wall,
+    filling the costophrenic angle), its surface's y and its depth as a share of the lung's height."""
     a, grid = body.anatomy, body.grid
     depth = (0.1, 0.25, 0.45)[severity] + 0.12 * rng.random()
     level = a.base[side] - depth * (a.base[side] - a.apex)
     surface = level - (0.05 + 0.04 * rng.random()) * _lateral_fraction(body, side) ** 2
-    region = body.lungs[side] * ramp(grid.y - surface, grid.pixel)
+    return body.lungs[side] * ramp(grid.y - surface, grid.pixel), surface, depth
+
+
+def _effusion(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
+    """Fluid layering in the dependent pleural space: a meniscus climbing the lateral wall, denser with depth
+    (more fluid along the beam), blunting the costophrenic angle and hiding the hemidiaphragm."""
+    a, grid = body.anatomy, body.grid
+    region, surface, depth = pleural_fluid(body, side, severity, rng)
     layer = region * np.sqrt(np.clip((grid.y - surface) * (1.0 / (0.03 + 0.15 * depth * a.height)), 0.05, 1.0))
     return Effect(shape=region, opacify=0.95 * layer, density=0.8 * a.density["organ"] * layer, no_markings=layer)
 
@@ -111,13 +133,17 @@ def _effusion(body: Body, side: str, severity: int, rng: np.random.Generator) ->
 def _pneumothorax(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
     """Air between the chest wall and a collapsed lung: a little more lucent than lung and without markings,
     edged by a thin white visceral pleural line."""
-    a = body.anatomy
+    inner, rim = collapsed_lung(body, side, severity, rng)
+    line = 4.0 * inner * (1.0 - inner) * np.clip(2.0 * rim, 0.0, 1.0)  # the collapsed lung's edge, beside the rim
+    mu = body.anatomy.density["body"]
+    return Effect(shape=rim, lucency=(0.06 + 0.03 * severity) * mu * rim, no_markings=rim, density=0.03 * mu * line)
+
+
+def collapsed_lung(body: Body, side: str, severity: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The lung on ``side`` pulled in from the chest wall by a pneumothorax of ``severity``, and the air rim left."""
     shrink = (0.02, 0.045, 0.08)[severity] + 0.025 * rng.random()
     inner = body.lung(side, shrink)
-    rim = np.clip(body.lungs[side] - inner, 0.0, 1.0)
-    line = 4.0 * inner * (1.0 - inner) * np.clip(2.0 * rim, 0.0, 1.0)  # the collapsed lung's edge, beside the rim
-    mu = a.density["body"]
-    return Effect(shape=rim, lucency=(0.06 + 0.03 * severity) * mu * rim, no_markings=rim, density=0.03 * mu * line)
+    return inner, np.clip(body.lungs[side] - inner, 0.0, 1.0)
 
 
 def _cardiomegaly(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
@@ -125,13 +151,12 @@ def _cardiomegaly(body: Body, side: str, severity: int, rng: np.random.Generator
     return Effect(shape=body.heart)
 
 
-def _consolidation(body: Body, side: str, severity: int, rng: np.random.Generator, bronchograms: bool = True) -> Effect:
-    """Lobar (bounded by a fissure) or patchy airspace filling with a fluffy edge and uneven density; air
-    bronchograms follow the vascular tree (bronchi run beside the arteries) as dark branching lines."""
+def airspace(body: Body, side: str, severity: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Lobar (bounded by a fissure) or patchy airspace filling on ``side``, before the lung mask: its extent, and
+    how full it is (a patch's fades over ``soft`` to 0 on the outline, so nothing is drawn outside the mask)."""
     a, grid = body.anatomy, body.grid
     size = grid.shape[0]
     edge = smooth_noise(rng, size, 10) * 0.012
-    lung = body.lungs[side]
     height = a.base[side] - a.apex
     soft = 0.015  # the airspace edge fades over this distance, except along a fissure
     if rng.random() < 0.5:  # lobar
@@ -140,13 +165,19 @@ def _consolidation(body: Body, side: str, severity: int, rng: np.random.Generato
             region = ramp(grid.y - (a.apex + height * (0.4 + 0.28 * u)) + edge, grid.pixel)
         else:
             region = ramp(a.apex + height * (0.42 - 0.1 * u) - grid.y + edge, grid.pixel)
-        fill = region
-    else:  # patchy
-        cy, cx = body.lung_point(side, 0.3 + 0.4 * rng.random(), 0.35 + 0.4 * rng.random())
-        radius = (0.06, 0.08, 0.11)[severity] * (1.0 + 0.35 * smooth_noise(rng, size, 9))  # ragged edge
-        reach = radius - distance(grid.y - cy, (grid.x - cx) * 1.2)
-        region = ramp(reach, grid.pixel)
-        fill = np.clip(reach * (1.0 / soft), 0.0, 1.0)  # 0 on the outline, so nothing is drawn outside the mask
+        return region, region
+    cy, cx = body.lung_point(side, 0.3 + 0.4 * rng.random(), 0.35 + 0.4 * rng.random())
+    radius = (0.06, 0.08, 0.11)[severity] * (1.0 + 0.35 * smooth_noise(rng, size, 9))  # ragged edge
+    reach = radius - distance(grid.y - cy, (grid.x - cx) * 1.2)
+    return ramp(reach, grid.pixel), np.clip(reach * (1.0 / soft), 0.0, 1.0)
+
+
+def _consolidation(body: Body, side: str, severity: int, rng: np.random.Generator, bronchograms: bool = True) -> Effect:
+    """Lobar (bounded by a fissure) or patchy airspace filling with a fluffy edge and uneven density; air
+    bronchograms follow the vascular tree (bronchi run beside the arteries) as dark branching lines."""
+    a, size = body.anatomy, body.grid.shape[0]
+    region, fill = airspace(body, side, severity, rng)
+    lung = body.lungs[side]
     region = region * lung
     patchy = np.clip(0.8 + 0.25 * smooth_noise(rng, size, max(8, size // 10)), 0.4, 1.0)
     fill = fill * lung * patchy
@@ -165,8 +196,9 @@ def _opacity(body: Body, side: str, severity: int, rng: np.random.Generator) -> 
     return effect
 
 
-def _edema(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
-    """Bilateral perihilar (bat-wing) haze with Kerley B lines at the lateral bases."""
+def edema_pattern(body: Body, severity: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilateral perihilar (bat-wing) haze and Kerley B lines at the lateral bases: the haze, the lines and the
+    extent of both."""
     a, grid = body.anatomy, body.grid
     sigma = 0.09 + 0.03 * severity + 0.02 * rng.random()
     lung = np.maximum(body.lungs["right"], body.lungs["left"])
@@ -177,21 +209,41 @@ def _edema(body: Body, side: str, severity: int, rng: np.random.Generator) -> Ef
     basal = lung * ramp((lateral - 0.8) * a.half_width, grid.pixel) * ramp((v - 0.6) * a.height, grid.pixel)
     period = 0.016 + 0.006 * rng.random()
     lines = band(period * fraction(grid.y / period) - period / 2, max(0.0025, grid.pixel * 0.6), grid.pixel) * basal
-    shape = np.maximum(ramp((haze - 0.35) * sigma, grid.pixel), basal)
+    return haze, lines, np.maximum(ramp((haze - 0.35) * sigma, grid.pixel), basal)
+
+
+def _edema(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
+    """Bilateral perihilar (bat-wing) haze with Kerley B lines at the lateral bases."""
+    haze, lines, shape = edema_pattern(body, severity, rng)
     fluid = np.clip((haze - 0.35) * (1.0 / 0.65), 0.0, 1.0) ** 0.7  # 0 on the mask's outline: drawn only inside it
-    return Effect(shape=shape, opacify=0.7 * fluid, density=a.density["organ"] * (0.2 * fluid + 0.25 * lines))
+    return Effect(shape=shape, opacify=0.7 * fluid, density=body.anatomy.density["organ"] * (0.2 * fluid + 0.25 * lines))
 
 
-def _atelectasis(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
-    """Plate-like (discoid) band at the base; the volume loss raised this hemidiaphragm in ``draw_anatomy``."""
+def discoid_plate(body: Body, side: str, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """Plate-like (discoid) atelectasis: a band across the lung base on ``side``."""
     a, grid = body.anatomy, body.grid
     cy, cx = body.lung_point(side, 0.5, 0.62 + 0.12 * rng.random())
     slope = 0.3 * (rng.random() - 0.5)
     thickness = 0.006 + 0.004 * severity + grid.pixel * 0.5
     length = 0.4 * (a.half_width - a.medial[side])
     plate = band(grid.y - cy - slope * (grid.x - cx), thickness, grid.pixel) * ramp(length - np.abs(grid.x - cx), grid.pixel)
-    plate = plate * body.lungs[side]
-    return Effect(shape=plate, opacify=0.8 * plate, density=0.3 * a.density["organ"] * plate, no_markings=plate)
+    return plate * body.lungs[side]
+
+
+def _atelectasis(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
+    """Plate-like (discoid) band at the base; the volume loss raised this hemidiaphragm in ``draw_anatomy``."""
+    plate = discoid_plate(body, side, severity, rng)
+    return Effect(shape=plate, opacify=0.8 * plate, density=0.3 * body.anatomy.density["organ"] * plate, no_markings=plate)
+
+
+def round_outline(body: Body, side: str, radius: float, rng: np.random.Generator) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """A round lesion's extent in the lung on ``side``, about ``radius`` tall (at least 2.5 pixels), and its
+    centre and radii (cy, cx, ry, rx)."""
+    grid = body.grid
+    radius = max(radius, 2.5 * grid.pixel)
+    cy, cx = body.lung_point(side, 0.3 + 0.4 * rng.random(), 0.2 + 0.5 * rng.random())
+    rx = radius * (0.85 + 0.3 * rng.random())
+    return ellipse(grid, cy, cx, radius, rx), (cy, cx, radius, rx)
 
 
 def _round(body: Body, side: str, radius: float, rng: np.random.Generator) -> Effect:
@@ -199,10 +251,7 @@ def _round(body: Body, side: str, radius: float, rng: np.random.Generator) -> Ef
     Drawn 2.5x as dense as soft tissue: a conspicuity choice (physics says about 1x), so that a nodule of two
     pixels at the quickstart's 64 px stays learnable."""
     a, grid = body.anatomy, body.grid
-    radius = max(radius, 2.5 * grid.pixel)
-    cy, cx = body.lung_point(side, 0.3 + 0.4 * rng.random(), 0.2 + 0.5 * rng.random())
-    rx = radius * (0.85 + 0.3 * rng.random())
-    disk = ellipse(grid, cy, cx, radius, rx)
+    disk, (cy, cx, radius, rx) = round_outline(body, side, radius, rng)
     window = grid.window(cy - radius, cy + radius, cx - rx, cx + rx)
     part = grid.crop(window)
     r2 = ((part.y - cy) / radius) ** 2 + ((part.x - cx) / rx) ** 2
@@ -211,14 +260,15 @@ def _round(body: Body, side: str, radius: float, rng: np.random.Generator) -> Ef
     return Effect(shape=disk, density=2.5 * a.density["body"] * thickness)
 
 
-def _nodule(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
-    """A round density under 3 cm (here under ~0.03 of the image side)."""
-    return _round(body, side, 0.013 + 0.006 * severity + 0.008 * rng.random(), rng)
+RADIUS = {"nodule": (0.013, 0.006, 0.008), "mass": (0.045, 0.012, 0.02)}
+"""A round lesion's radius (image sides) as (smallest, added per severity grade, random spread): a nodule is
+under 3 cm (here under ~0.03 of the image side), a mass over."""
 
 
-def _mass(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
-    """A round density over 3 cm."""
-    return _round(body, side, 0.045 + 0.012 * severity + 0.02 * rng.random(), rng)
+def round_lesion(kind: str, draw_round: Callable[[Any, str, float, np.random.Generator], Effect]) -> Drawer:
+    """The drawer of a ``kind`` in ``RADIUS``: ``draw_round`` at a radius drawn for the finding's severity."""
+    low, step, spread = RADIUS[kind]
+    return lambda body, side, severity, rng: draw_round(body, side, low + step * severity + spread * rng.random(), rng)
 
 
 def _emphysema(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
@@ -227,17 +277,22 @@ def _emphysema(body: Body, side: str, severity: int, rng: np.random.Generator) -
     return Effect(shape=lung, lucency=0.04 * body.anatomy.density["body"] * lung, no_markings=0.5 * lung)
 
 
-def _fracture(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
-    """A lucent break across one lateral posterior rib."""
-    a, grid = body.anatomy, body.grid
-    rib = 3 + int(rng.integers(max(a.ribs - 5, 1)))
-    t = 0.55 + 0.3 * rng.random()
-    x0 = a.mid + SIGN[side] * t * a.half_width
-    y0 = rib_centre(a, rib, t)
-    on_rib = (body.rib_index >= rib) & (body.rib_index < rib + 1)
-    gap = band(grid.x - x0 - 0.2 * (grid.y - y0), 0.003 + grid.pixel * 0.5, grid.pixel) * on_rib
-    site = ellipse(grid, y0, x0, 0.025, 0.025)
-    return Effect(shape=site, rib_gap=gap * site)
+def rib_fracture(centre: Callable[[Any, int, float], float]) -> Drawer:
+    """The fracture drawer for ribs whose centre line ``centre(anatomy, rib, t)`` gives (y at lateral fraction
+    ``t`` of rib ``rib``): a lucent break across one lateral posterior rib."""
+
+    def fracture(body: Body, side: str, severity: int, rng: np.random.Generator) -> Effect:
+        a, grid = body.anatomy, body.grid
+        rib = 3 + int(rng.integers(max(a.ribs - 5, 1)))
+        t = 0.55 + 0.3 * rng.random()
+        x0 = a.mid + SIGN[side] * t * a.half_width
+        y0 = centre(a, rib, t)
+        on_rib = (body.rib_index >= rib) & (body.rib_index < rib + 1)
+        gap = band(grid.x - x0 - 0.2 * (grid.y - y0), 0.003 + grid.pixel * 0.5, grid.pixel) * on_rib
+        site = ellipse(grid, y0, x0, 0.025, 0.025)
+        return Effect(shape=site, rib_gap=gap * site)
+
+    return fracture
 
 
 def _device(body: Body, points: list[tuple[float, float]], half_width: float, opacity: float) -> Effect:
@@ -307,7 +362,6 @@ def _sternotomy(body: Body, side: str, severity: int, rng: np.random.Generator) 
     return Effect(shape=loops, density=0.8 * a.density["organ"] * loops)
 
 
-Drawer = Callable[[Body, str, int, np.random.Generator], Effect]
 _DRAWERS: dict[str, Drawer] = {
     "pleural effusion": _effusion,
     "pneumothorax": _pneumothorax,
@@ -315,11 +369,11 @@ _DRAWERS: dict[str, Drawer] = {
     "consolidation": _consolidation,
     "pulmonary edema": _edema,
     "atelectasis": _atelectasis,
-    "nodule": _nodule,
-    "mass": _mass,
+    "nodule": round_lesion("nodule", _round),
+    "mass": round_lesion("mass", _round),
     "opacity": _opacity,
     "emphysema": _emphysema,
-    "fracture": _fracture,
+    "fracture": rib_fracture(rib_centre),
     "endotracheal tube": _et_tube,
     "enteric tube": _enteric_tube,
     "central venous catheter": _central_line,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synthvlp.generation.phantom.frame import Frame
 from synthvlp.generation.phantom.scene import Scene
 from synthvlp.generation.phantom.shapes import power
 
@@ -22,19 +23,9 @@ AP_SHARE = 0.4  # share of portable (AP) films, about ChestX-ray14's
 
 
 @dataclass(frozen=True)
-class Anatomy:
-    """One patient's shape (normalised image units), habitus, view and tissue attenuations."""
+class Anatomy(Frame):
+    """One patient's shape (``Frame``), habitus, view and tissue attenuations."""
 
-    mid: float  # midline x
-    apex: float  # lung apex y
-    base: dict[str, float]  # costophrenic angle y per side
-    dome: dict[str, float]  # dome height above the angle per side
-    half_width: float  # widest lateral lung border, from the midline
-    medial: dict[str, float]  # medial lung border, from the midline, per side
-    ctr: float  # cardiothoracic ratio
-    heart_height: float  # vertical heart radius
-    body_margin: float  # chest wall outside the lungs (habitus)
-    ribs: int  # posterior ribs visible above the diaphragm
     density: dict[str, float]  # attenuation per unit thickness (body, bone, vessel) and a fluid layer's (organ)
     view: str = "PA"  # "PA" (standing, departmental) or "AP" (portable)
     depth: float = 0.24  # half the chest's front-to-back thickness
@@ -49,10 +40,6 @@ class Anatomy:
     clavicle_rise: float = 0.06  # how far the clavicles rise from the sternum to the shoulder
     rotation: float = 0.0  # spinous processes off the midline (patient rotated about the vertical axis)
     trachea: float = 0.016  # trachea half width
-
-    @property
-    def height(self) -> float:
-        return max(self.base.values()) - self.apex
 
     @property
     def wall(self) -> float:

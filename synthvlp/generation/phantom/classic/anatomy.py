@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synthvlp.generation.phantom.frame import Frame
 from synthvlp.generation.phantom.patient import CTR_RANGES, SIDES, SIGN  # one convention for both renderers
 from synthvlp.generation.phantom.scene import Scene
 from synthvlp.generation.phantom.shapes import (
@@ -20,25 +21,11 @@ from synthvlp.generation.phantom.shapes import (
 
 
 @dataclass(frozen=True)
-class Anatomy:
-    """One patient's shape parameters (normalised image units) and tissue densities."""
+class Anatomy(Frame):
+    """One patient's shape parameters (``Frame``) and tissue densities."""
 
-    mid: float  # midline x
-    apex: float  # lung apex y
-    base: dict[str, float]  # costophrenic angle y per side
-    dome: dict[str, float]  # dome height above the angle per side
-    half_width: float  # widest lateral lung border, from the midline
-    medial: dict[str, float]  # medial lung border, from the midline, per side
-    ctr: float  # cardiothoracic ratio
-    heart_height: float  # vertical heart radius
-    body_margin: float  # soft tissue outside the ribs (habitus)
-    ribs: int  # posterior ribs visible above the diaphragm
     vessel_count: float  # angular frequency of the lung markings
     density: dict[str, float]  # per-tissue attenuation (the intensity mixture)
-
-    @property
-    def height(self) -> float:
-        return max(self.base.values()) - self.apex
 
     def hilum(self, side: str) -> tuple[float, float]:
         return self.apex + 0.47 * self.height, self.mid + SIGN[side] * (self.medial[side] + 0.04)
@@ -156,7 +143,7 @@ def build_body(a: Anatomy, size: int, rng: np.random.Generator) -> Body:
     stomach = ellipse(grid, a.base["left"] + 0.04, a.mid + 0.45 * a.half_width, 0.03, 0.06) * abdomen
 
     t = lateral / a.half_width
-    rib_top, rib_span = a.apex - 0.035, a.base["left"] + 0.03 - (a.apex - 0.035)
+    rib_top, rib_span = _rib_frame(a)
     rib_index = a.ribs * power(np.clip((y - rib_top - (0.35 * t**2 - 0.12 * t) * rib_span) / rib_span, 0.0, 1.0), 0.85)
     within_rib = (0.22 - np.abs(fraction(rib_index) - 0.5)) * rib_span / a.ribs
     ribs = ramp(within_rib, px) * ramp(rib_index - 0.3, px) * ramp(a.ribs - 0.3 - rib_index, px) * ramp((0.56 - np.abs(t - 0.58)) * a.half_width, px) * (1.15 - 0.45 * t) * (1.0 - 0.7 * abdomen)
@@ -176,6 +163,17 @@ def build_body(a: Anatomy, size: int, rng: np.random.Generator) -> Body:
     density = d["body"] * body + d["organ"] * organ + 0.45 * d["bone"] * spine + 1.3 * d["bone"] * clavicles
     air = d["air"] * d["body"] * (lung * (1.0 - 0.75 * heart) * (0.85 + 0.3 * v_of(grid, a)) + 1.2 * trachea + 0.6 * stomach)
     return Body(grid, a, lungs, heart, density, air, ribs * body, rib_index, np.clip(markings, 0.0, 1.0))
+
+
+def _rib_frame(a: Anatomy) -> tuple[float, float]:
+    """The y where the posterior ribs start at the spine, and the span they fill down to the left base."""
+    return a.apex - 0.035, a.base["left"] + 0.03 - (a.apex - 0.035)
+
+
+def rib_centre(a: Anatomy, rib: int, t: float) -> float:
+    """The y of rib ``rib``'s centre line at lateral fraction ``t`` of the half width (``build_body``'s ribs)."""
+    rib_top, span = _rib_frame(a)
+    return rib_top + (0.35 * t**2 - 0.12 * t) * span + span * ((rib + 0.5) / a.ribs) ** (1 / 0.85)
 
 
 def _markings(grid: Grid, a: Anatomy, right: np.ndarray, texture: np.ndarray) -> np.ndarray:
