@@ -11,14 +11,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthvlp.generation.phantom.frame import Frame
+from synthvlp.generation.phantom.frame import Frame, FramePriors, draw_frame
 from synthvlp.generation.phantom.scene import Scene
 from synthvlp.generation.phantom.shapes import power
 
 SIDES = ("right", "left")
 SIGN = {"right": -1.0, "left": 1.0}
-CTR_RANGES = {"normal": (0.38, 0.48), "any": (0.38, 0.5), "enlarged": (0.56, 0.68)}
-"""Cardiothoracic ratio per heart state: normal below 0.5, cardiomegaly clearly above it."""
+PRIORS = FramePriors(
+    level=(0.7, 0.1), dome=(0.045, 0.045), medial=(0.06, 0.07, 0.03), apex=(0.07, 0.05), half_width=(0.32, 0.07),
+    heart_height=(0.11, 0.035), body_margin=(0.035, 0.06),
+)
+"""The projection phantom's frame ranges (its body margin is the habitus draw ``u[12]``)."""
 AP_SHARE = 0.4  # share of portable (AP) films, about ChestX-ray14's
 
 
@@ -54,31 +57,13 @@ def draw_anatomy(scene: Scene, rng: np.random.Generator) -> Anatomy:
     """Random anatomy for ``scene``: size, inspiration, habitus, view and tissue attenuation vary per sample."""
     u = rng.random(32).tolist()  # Python floats: a NumPy float64 scalar would promote every float32 map
     emphysema = scene.has("emphysema")
-    collapsed = scene.sides("atelectasis")
     portable = u[20] < AP_SHARE
-    low, high = CTR_RANGES[scene.heart]
-    base_level = 0.7 + 0.1 * u[0] + (0.06 if emphysema else 0.0) - (0.03 if portable else 0.0)
-    dome = 0.045 + 0.045 * u[1] if not emphysema else 0.008 + 0.012 * u[1]
-    right_higher = 0.01 + 0.02 * u[2]
-    base = {"right": base_level - right_higher * 0.5, "left": base_level + right_higher * 0.5}
-    for side in collapsed:  # volume loss: the hemidiaphragm rises
-        base[side] -= 0.03 + 0.03 * u[3]
-    medial = {"right": 0.06 + 0.03 * u[4], "left": 0.07 + 0.03 * u[5]}
+    frame = draw_frame(scene, u, PRIORS, level_shift=-0.03 if portable else 0.0)  # a supine film: a shallower breath
     habitus = u[12]
-    apex = 0.07 + 0.05 * u[7] - (0.02 if emphysema else 0.0)
     female = u[21] < 0.5
     mu = 1.9 + 0.4 * u[15]
     return Anatomy(
-        mid=0.5 + 0.03 * (u[6] - 0.5),
-        apex=apex,
-        base=base,
-        dome={"right": dome, "left": dome * (0.85 + 0.15 * u[8])},
-        half_width=0.32 + 0.07 * u[9] + (0.02 if emphysema else 0.0),
-        medial=medial,
-        ctr=low + (high - low) * u[10],
-        heart_height=0.11 + 0.035 * u[11],
-        body_margin=0.035 + 0.06 * habitus,
-        ribs=9 + int(3 * u[13]) + (1 if emphysema else 0),
+        **frame,
         density={
             "body": mu,
             "bone": mu * (2.2 + 0.8 * u[17]),
@@ -89,7 +74,7 @@ def draw_anatomy(scene: Scene, rng: np.random.Generator) -> Anatomy:
         depth=0.2 + 0.08 * habitus + 0.02 * u[14],
         lung_share=(0.45 + 0.1 * u[19]) * (1.12 if emphysema else 1.0),
         neck=0.075 + 0.03 * u[22],
-        shoulder=apex + 0.0 + 0.06 * u[23],
+        shoulder=frame["apex"] + 0.0 + 0.06 * u[23],
         arm=0.05 + 0.03 * habitus + 0.01 * u[24],
         arm_gap=0.01 * u[25] if portable else 0.02 + 0.08 * u[25],
         breast=(0.09 + 0.08 * u[26]) * (0.6 + 0.8 * habitus) if female else 0.0,

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthvlp.generation.phantom.frame import Frame
-from synthvlp.generation.phantom.patient import CTR_RANGES, SIDES, SIGN  # one convention for both renderers
+from synthvlp.generation.phantom.frame import Frame, FramePriors, draw_frame
+from synthvlp.generation.phantom.patient import SIDES, SIGN  # one convention for both renderers
 from synthvlp.generation.phantom.scene import Scene
 from synthvlp.generation.phantom.shapes import (
     Grid, band, distance, ellipse, falloff, fraction, make_grid, paste, power, ramp, smooth_noise,
@@ -31,30 +31,19 @@ class Anatomy(Frame):
         return self.apex + 0.47 * self.height, self.mid + SIGN[side] * (self.medial[side] + 0.04)
 
 
+PRIORS = FramePriors(
+    level=(0.72, 0.08), dome=(0.05, 0.04), medial=(0.045, 0.055, 0.02), apex=(0.1, 0.06), half_width=(0.33, 0.07),
+    heart_height=(0.12, 0.035), body_margin=(0.03, 0.07),
+)
+"""The classic phantom's frame ranges."""
+
+
 def draw_anatomy(scene: Scene, rng: np.random.Generator) -> Anatomy:
     """Random anatomy for ``scene``: size, inspiration, habitus and exposure vary per sample."""
     u = rng.random(19).tolist()  # Python floats: a NumPy float64 scalar would promote every float32 map
     emphysema = scene.has("emphysema")
-    collapsed = scene.sides("atelectasis")
-    low, high = CTR_RANGES[scene.heart]
-    base_level = 0.72 + 0.08 * u[0] + (0.06 if emphysema else 0.0)
-    dome = 0.05 + 0.04 * u[1] if not emphysema else 0.008 + 0.012 * u[1]
-    right_higher = 0.01 + 0.02 * u[2]
-    base = {"right": base_level - right_higher * 0.5, "left": base_level + right_higher * 0.5}
-    for side in collapsed:  # volume loss: the hemidiaphragm rises
-        base[side] -= 0.03 + 0.03 * u[3]
-    medial = {"right": 0.045 + 0.02 * u[4], "left": 0.055 + 0.02 * u[5]}
     return Anatomy(
-        mid=0.5 + 0.03 * (u[6] - 0.5),
-        apex=0.1 + 0.06 * u[7] - (0.02 if emphysema else 0.0),
-        base=base,
-        dome={"right": dome, "left": dome * (0.85 + 0.15 * u[8])},
-        half_width=0.33 + 0.07 * u[9] + (0.02 if emphysema else 0.0),
-        medial=medial,
-        ctr=low + (high - low) * u[10],
-        heart_height=0.12 + 0.035 * u[11],
-        body_margin=0.03 + 0.07 * u[12],
-        ribs=9 + int(3 * u[13]) + (1 if emphysema else 0),
+        **draw_frame(scene, u, PRIORS),
         vessel_count=14.0 + 8.0 * u[14],
         density={
             "body": 0.28 + 0.08 * u[15],
