@@ -183,9 +183,9 @@ def test_cli_prints_the_error_and_exits_2(tmp_path):
 def test_a_local_clip_text_encoder_folder_is_used_frozen(tmp_path, shards):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from tests.generation.test_diffusion import _byte_alphabet
+    from tiny_sd import byte_alphabet
 
-    chars = _byte_alphabet()
+    chars = byte_alphabet()
     vocab = {t: i for i, t in enumerate(["<|startoftext|>", "<|endoftext|>", *chars, *(c + "</w>" for c in chars)])}
     folder = tmp_path / "clip"
     CLIPTokenizer(vocab=vocab, merges=[], model_max_length=24).save_pretrained(folder / "tokenizer")
