@@ -233,7 +233,14 @@ def _data_files(config: RenderTrainConfig) -> list[Path]:
             + [p for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()])
 
 
-def _codec(model: RenderModelSection) -> latent.LatentCodec | None:
+def trains_text_encoder(model: RenderModelSection) -> bool:
+    """Whether the text encoder trains with the UNet: a built one always, a CLIP checkpoint's tower never, a
+    folder's (``text_encoder`` or ``init_from``) unless ``train_text_encoder: false``."""
+    clip_tower = model.text_encoder is not None and model.text_encoder.is_file()
+    return (model.text_encoder is None and model.init_from is None) or (model.train_text_encoder and not clip_tower)
+
+
+def load_codec(model: RenderModelSection) -> latent.LatentCodec | None:
     """The VAE a latent run encodes films with: ``model.vae``, else the ``init_from`` folder's; None in pixel space."""
     if model.vae is not None:
         return latent.LatentCodec(latent.load_vae(model.vae, latent.VAE))
@@ -242,7 +249,7 @@ def _codec(model: RenderModelSection) -> latent.LatentCodec | None:
     return None
 
 
-def _unet(model: RenderModelSection, codec: latent.LatentCodec | None, text_width: int):
+def build_or_load_unet(model: RenderModelSection, codec: latent.LatentCodec | None, text_width: int):
     """The UNet to train: the ``init_from`` folder's, or one built from the settings over the VAE's latents or the films."""
     from synthvlp.pixel_diffusion import build_unet
 
@@ -296,12 +303,11 @@ class _Trainer:
         torch.manual_seed(train.seed)  # identical initial weights on every rank
         self.tokenizer, self.text_encoder = build_text_side(model, captions)
         width = self.text_encoder.config.hidden_size
-        self.codec = _codec(model)
-        self.unet = _unet(model, self.codec, width)
+        self.codec = load_codec(model)
+        self.unet = build_or_load_unet(model, self.codec, width)
         self.sample_shape = _check_unet(self.unet, self.codec, width, model)
         self.model_name = MODEL_NAME if self.codec is None else LATENT_MODEL_NAME
-        clip_tower = model.text_encoder is not None and model.text_encoder.is_file()  # a CLIP tower stays frozen
-        self.train_text = (model.text_encoder is None and model.init_from is None) or (model.train_text_encoder and not clip_tower)
+        self.train_text = trains_text_encoder(model)
         self.text_encoder.requires_grad_(self.train_text)
         self.trainable = Denoiser({"unet": self.unet, **({"text_encoder": self.text_encoder} if self.train_text else {})}).to(self.device)
         self.text_encoder.to(self.device)

@@ -99,7 +99,7 @@ def test_saved_folder_renders_through_the_images_stage(trained):
     assert not np.array_equal(films[0], films[2])  # each sample's own seed, even for the same impression
 
 
-@pytest.mark.parametrize("name", ["render-nih-64.yaml", "render-nih-256.yaml"])
+@pytest.mark.parametrize("name", ["render-nih-64.yaml", "render-nih-256.yaml", "render-nih-sd.yaml", "render-tiny-sd.yaml"])
 def test_shipped_render_configs_load(name):
     config = load_config(Path(__file__).resolve().parents[2] / "configs" / name, model=RenderTrainConfig)
     assert config.data.shards and config.train.out_dir.name == name.removesuffix(".yaml")
