@@ -40,26 +40,27 @@ def _part(folder: Path, part: str, config: str, purpose: str) -> Path:
     return folder / part
 
 
+def _load(kind, folder: Path, part: str, config: str, purpose: str):
+    """``kind.from_pretrained`` of ``folder/part``, or a named error."""
+    path = _part(folder, part, config, purpose)
+    try:
+        return kind.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"{INIT_FROM} = {folder}: cannot load {part}/: {exc}") from None
+
+
 def load_unet(folder: Path):
     """The UNet of a Stable Diffusion (or pixel-space synthvlp) pipeline folder."""
     from diffusers import UNet2DConditionModel
 
-    path = _part(folder, "unet", "config.json", "fine-tuning trains the folder's UNet2DConditionModel")
-    try:
-        return UNet2DConditionModel.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"{INIT_FROM} = {folder}: cannot load unet/: {exc}") from None
+    return _load(UNet2DConditionModel, folder, "unet", "config.json", "fine-tuning trains the folder's UNet2DConditionModel")
 
 
 def load_noise(folder: Path):
     """The folder's noise schedule (its scheduler/ config, read as DDPM's): what its UNet was trained with."""
     from diffusers import DDPMScheduler
 
-    path = _part(folder, "scheduler", "scheduler_config.json", "its noise schedule is the one the UNet was trained with")
-    try:
-        return DDPMScheduler.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"{INIT_FROM} = {folder}: cannot read scheduler/: {exc}") from None
+    return _load(DDPMScheduler, folder, "scheduler", "scheduler_config.json", "its noise schedule is the one the UNet was trained with")
 
 
 def text_folders(folder: Path) -> tuple[Path, Path]:

@@ -16,26 +16,17 @@ import pytest
 import torch
 from PIL import Image
 
-from pretrain_helpers import make_shards
+from pretrain_helpers import assert_same_render_run, make_shards, render_final_state, train_renderer_killed_and_resumed
 from synthvlp.config import DiffusersSection, RenderTrainConfig, RunConfig
 from synthvlp.errors import UserError
 from synthvlp.pretrain.diffusion_engine import train_renderer
 from tiny_sd import SIZE, build_tiny_sd
 
 
-class Interrupt(Exception):
-    """Stands in for a kill: raised from the progress callback, after the step's state is written."""
-
-
 def _config(out_dir: Path, shards: list[Path], model: dict, data: dict | None = None, **train) -> RenderTrainConfig:
     settings = dict(out_dir=str(out_dir), steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2, threads=1, sample_prompts=[], ema_decay=0.9)
     return RenderTrainConfig.model_validate({"data": {"shards": [str(s) for s in shards], **(data or {})}, "model": {"size": SIZE, **model},
                                              "train": settings | train})
-
-
-def _final_state(out_dir: Path) -> dict:
-    [state] = sorted((out_dir / "state").glob("*/step-*.pt"))[-1:]
-    return torch.load(state, weights_only=True)
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -63,26 +54,11 @@ def tuned(tmp_path_factory, sd, shards) -> Path:
 
 
 def test_interrupted_fine_tune_resumes_to_the_uninterrupted_weights(tmp_path, sd, shards, tuned):
-    seen = []
-
-    def stop_after_step_2(n, loss):  # step 2's state is written before its progress call
-        seen.append(n)
-        if len(seen) == 2:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train_renderer(_config(tmp_path, shards, {"init_from": str(sd)}), progress=stop_after_step_2, say=lambda s: None)
-    resumed = train_renderer(_config(tmp_path, shards, {"init_from": str(sd)}), say=lambda s: None)
+    resumed = train_renderer_killed_and_resumed(_config(tmp_path, shards, {"init_from": str(sd)}), 2)
     assert resumed.resumed_from == 2 and resumed.steps == 4
-    full, cut = _final_state(tuned), _final_state(tmp_path)
-    assert full["model_name"] == "latent-diffusion" and full["step"] == cut["step"] == 4
+    full, _ = assert_same_render_run(tuned, tmp_path)
+    assert full["model_name"] == "latent-diffusion" and full["step"] == 4
     assert {k.split(".")[0] for k in full["model"]} == {"unet", "text_encoder"}  # the VAE is frozen and not checkpointed
-    for key, tensor in full["model"].items():
-        assert torch.equal(tensor, cut["model"][key]), key
-    for a, b in zip(full["ema"]["shadow_params"], cut["ema"]["shadow_params"], strict=True):
-        assert torch.equal(a, b)
-    assert (tuned / "log.csv").read_text().splitlines()[1:] != []
-    assert [r.split(",")[:2] for r in (tuned / "log.csv").read_text().splitlines()] == [r.split(",")[:2] for r in (tmp_path / "log.csv").read_text().splitlines()]
 
 
 def test_fine_tuned_folder_is_a_stable_diffusion_pipeline_the_images_stage_renders(sd, tuned):
@@ -131,7 +107,7 @@ def test_a_unet_built_from_scratch_trains_on_a_local_vae(tmp_path, sd, shards):
 
 def test_a_frozen_text_encoder_is_neither_trained_nor_checkpointed(tmp_path, sd, shards):
     train_renderer(_config(tmp_path, shards, {"init_from": str(sd), "train_text_encoder": False}, steps=1), say=lambda s: None)
-    assert all(key.startswith("unet.") for key in _final_state(tmp_path)["model"])
+    assert all(key.startswith("unet.") for key in render_final_state(tmp_path)["model"])
     before, after = _weights(sd / "text_encoder"), _weights(tmp_path / "pipeline" / "text_encoder")
     assert all(torch.equal(before[k], after[k]) for k in before)
 
