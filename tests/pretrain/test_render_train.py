@@ -193,3 +193,16 @@ def test_bf16_autocast_trains_on_cpu(tmp_path, shards, trained):
 def test_fp16_needs_a_gpu(tmp_path, shards):
     with pytest.raises(UserError, match="train.precision = fp16 needs a CUDA GPU"):
         train_renderer(_config(tmp_path, shards, precision="fp16"), say=lambda s: None)
+
+
+def test_a_pixel_pipeline_it_wrote_fine_tunes_in_pixel_space(tmp_path, shards, trained):
+    from safetensors.torch import load_file
+
+    config = RenderTrainConfig.model_validate({"data": {"shards": [str(s) for s in shards]}, "model": {"size": SIZE, "init_from": str(trained / "pipeline")},
+                                               "train": dict(out_dir=str(tmp_path), steps=2, batch_size=4, threads=1, sample_prompts=[], lr=1e-4)})
+    train_renderer(config, say=lambda s: None)
+    assert render_final_state(tmp_path)["model_name"] == "pixel-diffusion"
+    assert json.loads((tmp_path / "pipeline" / "model_index.json").read_text())["_class_name"] == "PixelDiffusionPipeline"
+    before, after = (load_file(folder / "unet" / "diffusion_pytorch_model.safetensors") for folder in (trained / "pipeline", tmp_path / "pipeline"))
+    changes = [float((before[k] - after[k]).abs().max()) for k in before]
+    assert 0 < max(changes) < 0.01  # trained on, from the folder's weights
