@@ -451,10 +451,24 @@ class RenderDataSection(Section):
         return self
 
 
+RENDER_ARCHITECTURE = ("channels", "attention", "layers_per_block", "head_dim", "groups", "text_encoder", "text_width", "text_layers",
+                       "text_heads", "max_tokens", "vocab_min_count", "prediction", "train_timesteps", "beta_schedule")
+"""The settings of a renderer built from scratch, which ``model.init_from`` takes from its folder instead."""
+
+
 class RenderModelSection(Section):
-    """A text-conditioned UNet in pixel space (one grayscale channel) and its text encoder."""
+    """A text-conditioned UNet (in pixel space, one grayscale channel, or in a VAE's latent space) and its text
+    encoder: built from these settings, or a local Stable Diffusion folder to fine-tune (``init_from``)."""
 
     size: int = Field(64, ge=16, le=1024, description="Film side in pixels the renderer trains and renders at (set images.size to it).")
+    init_from: Path | None = Field(
+        None, description="Fine-tune a local Stable Diffusion folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/; SD v1.x layout, "
+        "e.g. RoentGen's): its UNet trains on the films' VAE latents with its own noise schedule, its VAE stays frozen, its text encoder trains unless "
+        "train_text_encoder: false (RoentGen's recipe). The settings of a built model (channels ... beta_schedule, text_encoder) then come from the folder "
+        "and must stay unset. A pixel-space folder synthvlp render train wrote (no vae/) fine-tunes in pixel space.")
+    vae: Path | None = Field(
+        None, description="A local AutoencoderKL folder (config.json and weights, or a Stable Diffusion folder with vae/), frozen: the UNet denoises its "
+        "latents (scaled by its scaling_factor) instead of pixels. With init_from it replaces the folder's vae/ (e.g. a fine-tuned SD VAE with the same latent space).")
     channels: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1, description="UNet width per resolution level; each level after the first halves the resolution.")
     attention: list[bool] = Field(default_factory=lambda: [False, True, True], min_length=1, description="Per level: cross-attention to the text (True) or plain ResNet blocks.")
     layers_per_block: int = Field(1, ge=1, description="ResNet layers per UNet block.")
@@ -463,7 +477,7 @@ class RenderModelSection(Section):
     text_encoder: Path | None = Field(
         None, description="A synthvlp CLIP checkpoint (a run's pretrain/checkpoint.pt: its open_clip text tower and tokenizer, converted to a CLIPTextModel, frozen), "
         "or a local HF folder with a CLIP text model and its tokenizer (or a Stable Diffusion folder with text_encoder/ and tokenizer/); None builds a small word-level one from the training captions.")
-    train_text_encoder: bool = Field(True, description="Train an HF folder's text encoder with the UNet (a built one always is, a CLIP checkpoint's never).")
+    train_text_encoder: bool = Field(True, description="Train an HF folder's or init_from's text encoder with the UNet (a built one always is, a CLIP checkpoint's never).")
     text_width: int = Field(64, ge=8, description="Built text encoder: hidden size.")
     text_layers: int = Field(2, ge=1, description="Built text encoder: transformer layers.")
     text_heads: int = Field(4, ge=1, description="Built text encoder: attention heads.")
@@ -475,6 +489,11 @@ class RenderModelSection(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> RenderModelSection:
+        if self.init_from is not None:
+            fields = type(self).model_fields
+            changed = [name for name in RENDER_ARCHITECTURE if getattr(self, name) != fields[name].get_default(call_default_factory=True)]
+            if changed:
+                raise ValueError(f"init_from takes the UNet, text encoder and noise schedule from {self.init_from}; leave {', '.join(changed)} unset")
         if len(self.attention) != len(self.channels):
             raise ValueError(f"attention has {len(self.attention)} entries but channels has {len(self.channels)}; give one per level")
         if self.size % 2 ** (len(self.channels) - 1):

@@ -83,12 +83,13 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         return ImagePipelineOutput(images=images)
 
 
-def build_unet(settings: RenderModelSection, text_width: int) -> UNet2DConditionModel:
-    """The pixel-space UNet the settings describe: one channel in and out, cross-attention where asked."""
+def build_unet(settings: RenderModelSection, text_width: int, in_channels: int = 1, sample_size: int | None = None) -> UNet2DConditionModel:
+    """The UNet the settings describe, cross-attention where asked: in pixel space by default (one channel in and
+    out, ``settings.size``), or over a VAE's latents (``in_channels`` latent channels at ``sample_size``)."""
     down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in settings.attention)
     up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(settings.attention))
     return UNet2DConditionModel(
-        sample_size=settings.size, in_channels=1, out_channels=1, block_out_channels=tuple(settings.channels),
+        sample_size=sample_size or settings.size, in_channels=in_channels, out_channels=in_channels, block_out_channels=tuple(settings.channels),
         down_block_types=down, up_block_types=up, layers_per_block=settings.layers_per_block,
         cross_attention_dim=text_width, norm_num_groups=settings.groups,
         attention_head_dim=tuple(c // settings.head_dim for c in settings.channels),  # diffusers reads it as heads per level

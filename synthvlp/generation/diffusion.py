@@ -92,14 +92,14 @@ class DiffusionRenderer:
         pipeline.set_progress_bar_config(disable=True)
         self.pipeline = pipeline.to(self.device)
         self.name = f"diffusers:{path.name}"
+        self.index = index  # the caption keys are read from the file: a StableDiffusionPipeline drops those its __init__ does not take
 
     def prompt(self, report: str, impression: str, entities: list[dict]) -> str:
         """The prompt of one sample: its IMPRESSION, or for a pipeline ``synthvlp render train`` wrote, the caption
         it was trained on (``caption_text``/``caption_plan`` in its model_index.json; ``synthvlp.captions``)."""
-        config = self.pipeline.config
-        if "caption_text" not in config:
+        if "caption_text" not in self.index:
             return impression
-        return conditioning(report, config["caption_text"], entities if config.get("caption_plan") else None)
+        return conditioning(report, self.index["caption_text"], entities if self.index.get("caption_plan") else None)
 
     def fit_prompt(self, text: str) -> tuple[str, bool]:
         """``text`` cut to what the text encoder reads (max length including start/end tokens), and whether it was."""

@@ -1,5 +1,10 @@
 """``synthvlp render train``: a text-to-image diffusion renderer trained on real image-report pairs (RoentGen's
-recipe, from scratch at small sizes), written as a pipeline folder ``images.backend: diffusers`` renders from.
+recipe), written as a pipeline folder ``images.backend: diffusers`` renders from.
+
+The UNet is built from the settings and denoises the films themselves (pixel space, ``PixelDiffusionPipeline``) or
+the latents of a frozen local VAE (``model.vae``), or it is a local Stable Diffusion folder's UNet fine-tuned on its
+VAE's latents (``model.init_from``, RoentGen's own recipe); a latent run exports a ``StableDiffusionPipeline``
+folder (``synthvlp.pretrain.latent`` loads and checks those parts).
 
 It keeps the pre-training engine's habits: the data order of step ``s`` is a pure function of (seed, s)
 (``sampling.StepPlan``), noise, timesteps and caption dropout of step ``s`` come from a generator seeded by
@@ -32,7 +37,7 @@ from synthvlp.captions import caption, conditioning
 from synthvlp.config import RealDataSection, RenderDataSection, RenderModelSection, RenderTrainConfig
 from synthvlp.csvfiles import read_csv_table
 from synthvlp.errors import UserError
-from synthvlp.pretrain import checkpoint
+from synthvlp.pretrain import checkpoint, latent
 from synthvlp.pretrain.data import CsvSource, PairDataset, ShardSource, collate
 from synthvlp.pretrain.distributed import World, all_reduce_flag, close_world, init_world
 from synthvlp.pretrain.trainer import autocast_dtype, warmup_cosine
@@ -41,11 +46,11 @@ from synthvlp.pretrain.sampling import Recipe, StepPlan
 from synthvlp.seeding import sample_seed
 from synthvlp.store import atomic_open
 
-MODEL_NAME = "pixel-diffusion"
+MODEL_NAME, LATENT_MODEL_NAME = "pixel-diffusion", "latent-diffusion"
 LOG_COLUMNS = ("step", "loss", "lr", "samples_per_s")
 OPERATIONAL = ("out_dir", "threads", "checkpoint_every", "keep_checkpoints", "sample_prompts", "sample_steps", "sample_guidance")
 """Training settings that do not change the weights; changing them keeps a run resumable."""
-LATER = (("data", "plan", False),)
+LATER = (("data", "plan", False), ("model", "init_from", None), ("model", "vae", None))
 """(section, setting, default) of weight-changing settings added after the first release."""
 TRAINING_FILMS = "training-films.npz"
 
@@ -177,9 +182,12 @@ class CaptionTokens:
 
 def build_text_side(settings: RenderModelSection, captions: list[str]):
     """(tokenizer, text encoder): built over the captions' words, converted from a synthvlp CLIP checkpoint's text
-    tower (a file; ``synthvlp.clip_text``), or loaded from a local HF folder."""
+    tower (a file; ``synthvlp.clip_text``), loaded from a local HF folder, or the ``init_from`` folder's."""
     from synthvlp.pixel_diffusion import build_text_encoder, build_tokenizer
 
+    if settings.init_from is not None:
+        model_dir, tokenizer_dir = latent.text_folders(settings.init_from)
+        return _load_text(settings.init_from, "model.init_from", tokenizer_dir, model_dir)
     if settings.text_encoder is None:
         tokenizer = build_tokenizer(captions, settings)
         return tokenizer, build_text_encoder(tokenizer, settings)
@@ -187,18 +195,22 @@ def build_text_side(settings: RenderModelSection, captions: list[str]):
         from synthvlp.clip_text import load_clip_text
 
         return load_clip_text(settings.text_encoder)
-    from transformers import AutoTokenizer, CLIPTextModel
-
     folder = Path(settings.text_encoder)
     model_dir = folder / "text_encoder" if (folder / "text_encoder").is_dir() else folder
     tokenizer_dir = folder / "tokenizer" if (folder / "tokenizer").is_dir() else folder
     if not (model_dir / "config.json").is_file():
         raise UserError(f"model.text_encoder = {folder}: not a CLIP checkpoint file, and no config.json (or text_encoder/config.json); "
                         "point it at a run's pretrain/checkpoint.pt or a local CLIP text model folder")
+    return _load_text(folder, "model.text_encoder", tokenizer_dir, model_dir)
+
+
+def _load_text(folder: Path, where: str, tokenizer_dir: Path, model_dir: Path):
+    from transformers import AutoTokenizer, CLIPTextModel
+
     try:
         return AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True), CLIPTextModel.from_pretrained(model_dir, local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise UserError(f"model.text_encoder = {folder}: cannot load a CLIP text model and tokenizer: {exc}") from None
+        raise UserError(f"{where} = {folder}: cannot load a CLIP text model and tokenizer: {exc}") from None
 
 
 def state_key(config: RenderTrainConfig, files: list[Path]) -> str:
@@ -213,10 +225,56 @@ def state_key(config: RenderTrainConfig, files: list[Path]) -> str:
 
 
 def _data_files(config: RenderTrainConfig) -> list[Path]:
-    """The files the weights depend on: training data, and a CLIP checkpoint whose text tower conditions them."""
-    clip = config.model.text_encoder
-    data = config.data
-    return _shard_paths(data.shards) + ([data.real.csv] if data.real is not None else []) + ([clip] if clip is not None and clip.is_file() else [])
+    """The files the weights depend on: training data, a CLIP checkpoint whose text tower conditions them, and the
+    folders of ``model.init_from`` and ``model.vae``."""
+    clip, model, data = config.model.text_encoder, config.model, config.data
+    folders = [f for f in (model.init_from, model.vae) if f is not None]
+    return (_shard_paths(data.shards) + ([data.real.csv] if data.real is not None else []) + ([clip] if clip is not None and clip.is_file() else [])
+            + [p for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()])
+
+
+def trains_text_encoder(model: RenderModelSection) -> bool:
+    """Whether the text encoder trains with the UNet: a built one always, a CLIP checkpoint's tower never, a
+    folder's (``text_encoder`` or ``init_from``) unless ``train_text_encoder: false``."""
+    clip_tower = model.text_encoder is not None and model.text_encoder.is_file()
+    return (model.text_encoder is None and model.init_from is None) or (model.train_text_encoder and not clip_tower)
+
+
+def load_codec(model: RenderModelSection) -> latent.LatentCodec | None:
+    """The VAE a latent run encodes films with: ``model.vae``, else the ``init_from`` folder's; None in pixel space."""
+    if model.vae is not None:
+        return latent.LatentCodec(latent.load_vae(model.vae, latent.VAE))
+    if model.init_from is not None and latent.has_vae(model.init_from):
+        return latent.LatentCodec(latent.load_vae(model.init_from, latent.INIT_FROM))
+    return None
+
+
+def build_or_load_unet(model: RenderModelSection, codec: latent.LatentCodec | None, text_width: int):
+    """The UNet to train: the ``init_from`` folder's, or one built from the settings over the VAE's latents or the films."""
+    from synthvlp.pixel_diffusion import build_unet
+
+    if model.init_from is not None:
+        return latent.load_unet(model.init_from)
+    if codec is not None:
+        channels, side, _ = codec.shape(model.size, latent.VAE)
+        return build_unet(model, text_width, channels, side)
+    return build_unet(model, text_width)
+
+
+def _check_unet(unet, codec: latent.LatentCodec | None, text_width: int, model: RenderModelSection) -> tuple[int, int, int]:
+    """The (channels, side, side) the UNet denoises, or a named error when it does not fit the VAE, text encoder or size."""
+    where = f"model.init_from = {model.init_from}" if model.init_from is not None else "model"
+    shape = codec.shape(model.size, where) if codec is not None else (1, model.size, model.size)
+    if unet.config.in_channels != shape[0]:
+        given = f"the VAE's {shape[0]} latent channels" if codec is not None else "one grayscale channel (it lists no vae)"
+        raise UserError(f"{where}: the UNet takes {unet.config.in_channels} input channels but gets {given}; "
+                        "a latent UNet needs the VAE its latents come from (model.vae, or the folder's vae/)")
+    if unet.config.cross_attention_dim != text_width:
+        raise UserError(f"{where}: the UNet attends to {unet.config.cross_attention_dim}-wide text states but the text encoder gives {text_width}")
+    levels = 2 ** (len(unet.config.block_out_channels) - 1)
+    if shape[1] % levels:
+        raise UserError(f"model.size {model.size}: the UNet sees {shape[1]} px {'latents' if codec else 'films'}, not divisible by its downsampling {levels}")
+    return shape
 
 
 class Denoiser(torch.nn.ModuleDict):
@@ -236,20 +294,30 @@ class _Trainer:
         from diffusers import DDPMScheduler
         from diffusers.training_utils import EMAModel
 
-        from synthvlp.pixel_diffusion import build_unet
-
         self.config, self.world, self.device = config, world, world.device
         model, train = config.model, config.train
         self.dtype = autocast_dtype(train.precision, world.device, "train.precision")
         self.sources, self.keys, captions = training_pairs(config.data, train.seed)
+        if model.init_from is not None and model.init_from.resolve().is_relative_to(Path(train.out_dir).resolve()):
+            raise UserError(f"model.init_from = {model.init_from} is inside train.out_dir, which this run rewrites; copy the folder out or use another out_dir")
         torch.manual_seed(train.seed)  # identical initial weights on every rank
         self.tokenizer, self.text_encoder = build_text_side(model, captions)
-        self.unet = build_unet(model, self.text_encoder.config.hidden_size)
-        self.train_text = model.text_encoder is None or (model.train_text_encoder and not model.text_encoder.is_file())  # a CLIP tower stays frozen
+        width = self.text_encoder.config.hidden_size
+        self.codec = load_codec(model)
+        self.unet = build_or_load_unet(model, self.codec, width)
+        self.sample_shape = _check_unet(self.unet, self.codec, width, model)
+        self.model_name = MODEL_NAME if self.codec is None else LATENT_MODEL_NAME
+        self.train_text = trains_text_encoder(model)
         self.text_encoder.requires_grad_(self.train_text)
         self.trainable = Denoiser({"unet": self.unet, **({"text_encoder": self.text_encoder} if self.train_text else {})}).to(self.device)
         self.text_encoder.to(self.device)
-        self.noise = DDPMScheduler(num_train_timesteps=model.train_timesteps, beta_schedule=model.beta_schedule, prediction_type=model.prediction, clip_sample=True)
+        if self.codec is not None:
+            self.codec.vae.to(self.device)
+        if model.init_from is not None:
+            self.noise = latent.load_noise(model.init_from)
+        else:
+            self.noise = DDPMScheduler(num_train_timesteps=model.train_timesteps, beta_schedule=model.beta_schedule, prediction_type=model.prediction,
+                                       clip_sample=self.codec is None)  # latents are not confined to [-1, 1]
         self.dataset = PairDataset(self.sources, FilmTransform(model.size), CaptionTokens(self.tokenizer), train.seed)
         batch = min(train.batch_size, len(self.dataset))
         if batch % world.size:
@@ -274,7 +342,7 @@ class _Trainer:
         if found is None:
             return 0
         path, state = found
-        start = checkpoint.restore(path, state, MODEL_NAME, self.trainable, self.optimizer, self.schedule)
+        start = checkpoint.restore(path, state, self.model_name, self.trainable, self.optimizer, self.schedule)
         if "ema" not in state:
             raise UserError(f"{path}: training state without EMA weights; delete {self.state_dir} to start afresh")
         self.ema.load_state_dict(state["ema"])
@@ -283,33 +351,36 @@ class _Trainer:
             self.scaler.load_state_dict(state["scaler"])
         return start
 
-    def _inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-        """This rank's (films, caption tokens, noise, timesteps, keys) of step ``step``. Noise, timesteps and caption
-        dropout are drawn for the whole global batch from the step's generator and sliced like the films, so every
-        sample gets the draw it gets in one process."""
+    def _inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, list[str]]:
+        """This rank's (films, caption tokens, noise, timesteps, latent draw, keys) of step ``step``. Noise, timesteps,
+        caption dropout and (in latent space) the standard normal draw of each film's VAE posterior sample are drawn
+        for the whole global batch from the step's generator and sliced like the films, so every sample gets the
+        draw it gets in one process."""
         train = self.config.train
         items = next(self.plan.micro_batches(step, step + 1))
         batch = collate([self.dataset[item] for item in items])
         mine = slice(self.world.rank * len(items), (self.world.rank + 1) * len(items))
         total = self.plan.batch_size
         generator = torch.Generator().manual_seed(sample_seed(train.seed, f"step-{step}", "render-train"))
-        noise = torch.randn((total, *batch.images.shape[1:]), generator=generator)[mine]
+        noise = torch.randn((total, *self.sample_shape), generator=generator)[mine]
         timesteps = torch.randint(0, self.noise.config.num_train_timesteps, (total,), generator=generator)[mine]
         dropped = (torch.rand(total, generator=generator) < train.caption_dropout)[mine]
         tokens = torch.where(dropped[:, None], self.empty[None], batch.tokens)
-        return batch.images.to(self.device), tokens.to(self.device), noise.to(self.device), timesteps.to(self.device), batch.keys
+        eps = torch.randn((total, *self.sample_shape), generator=generator)[mine].to(self.device) if self.codec is not None else None
+        return batch.images.to(self.device), tokens.to(self.device), noise.to(self.device), timesteps.to(self.device), eps, batch.keys
 
     def step(self, step: int) -> float:
         """One optimiser step on the plan's batch ``step``; returns its loss over the global batch."""
-        films, tokens, noise, timesteps, keys = self._inputs(step)
+        films, tokens, noise, timesteps, eps, keys = self._inputs(step)
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             context = None
             if not self.train_text:
                 with torch.no_grad():
                     context = self.text_encoder(tokens)[0]
-            noisy = self.noise.add_noise(films, noise, timesteps)
+            clean = films if self.codec is None else self.codec.encode(films, eps).float()
+            noisy = self.noise.add_noise(clean, noise, timesteps)
             predicted = self.ddp(noisy, timesteps, context, tokens)
-        target = noise if self.noise.config.prediction_type == "epsilon" else self.noise.get_velocity(films, noise, timesteps)
+        target = noise if self.noise.config.prediction_type == "epsilon" else self.noise.get_velocity(clean, noise, timesteps)
         loss = torch.nn.functional.mse_loss(predicted.float(), target.float())
         if all_reduce_flag(not bool(torch.isfinite(loss)), self.world):
             raise UserError(f"render train diverged: loss is {loss.item()} at step {step} (films {keys[:4]}..., rank {self.world.rank}); lower train.lr")
@@ -330,21 +401,15 @@ class _Trainer:
 
     def save(self, step: int) -> None:
         extra = {"ema": self.ema.state_dict(), **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {})}
-        checkpoint.save_state(self.state_dir, step, MODEL_NAME, self.trainable, self.optimizer, self.schedule, extra, self.config.train.keep_checkpoints)
+        checkpoint.save_state(self.state_dir, step, self.model_name, self.trainable, self.optimizer, self.schedule, extra, self.config.train.keep_checkpoints)
 
     def export(self, step: int) -> Path:
         """Write ``pipeline/`` with the EMA weights (replacing the previous export) and the step's sample sheet."""
-        from diffusers import DDIMScheduler
-
-        from synthvlp.pixel_diffusion import PixelDiffusionPipeline
-
         parameters = list(self.trainable.parameters())
         self.ema.store(parameters)
         self.ema.copy_to(parameters)
         try:
-            scheduler = DDIMScheduler.from_config(self.noise.config, clip_sample=True, timestep_spacing="trailing")
-            pipeline = PixelDiffusionPipeline(unet=self.unet, scheduler=scheduler, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                                              caption_text=self.config.data.text, caption_plan=self.config.data.plan)
+            pipeline = self._pipeline()
             pipeline.set_progress_bar_config(disable=True)
             final = self.out_dir / "pipeline"
             staging = self.out_dir / "pipeline.partial"
@@ -364,6 +429,27 @@ class _Trainer:
             self.ema.restore(parameters)
         return final
 
+    def _pipeline(self):
+        """The live parts as a pipeline: ``PixelDiffusionPipeline`` in pixel space, ``StableDiffusionPipeline`` (no
+        safety checker) over a VAE. Rendering uses DDIM on the training schedule; a fine-tuned folder keeps its
+        timestep spacing. The caption recipe goes into model_index.json (a Stable Diffusion folder gets it only
+        when it is not the IMPRESSION alone, which is what the images stage prompts any folder with)."""
+        from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+        from synthvlp.pixel_diffusion import PixelDiffusionPipeline
+
+        data, parts = self.config.data, {"unet": self.unet, "text_encoder": self.text_encoder, "tokenizer": self.tokenizer}
+        if self.codec is None:
+            scheduler = DDIMScheduler.from_config(self.noise.config, clip_sample=True, timestep_spacing="trailing")
+            return PixelDiffusionPipeline(scheduler=scheduler, caption_text=data.text, caption_plan=data.plan, **parts)
+        spacing = {} if self.config.model.init_from is not None else {"timestep_spacing": "trailing", "steps_offset": 1}  # the offset SD asks for; trailing ignores it
+        scheduler = DDIMScheduler.from_config(self.noise.config, clip_sample=False, **spacing)
+        pipeline = StableDiffusionPipeline(vae=self.codec.vae, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                           requires_safety_checker=False, **parts)
+        if (data.text, data.plan) != ("impression", False):
+            pipeline.register_to_config(caption_text=data.text, caption_plan=data.plan)
+        return pipeline
+
     def _training_films(self) -> tuple[list[str], np.ndarray]:
         """Every training film at the model's size (uint8), read once per process, for the memorisation guard."""
         if self.films is None:
@@ -382,9 +468,10 @@ class _Trainer:
             return
         self.trainable.eval()
         generators = [torch.Generator("cpu").manual_seed(i) for i in range(len(train.sample_prompts))]
-        images = pipeline(train.sample_prompts, num_inference_steps=train.sample_steps, guidance_scale=train.sample_guidance, generator=generators).images
+        images = pipeline(train.sample_prompts, num_inference_steps=train.sample_steps, guidance_scale=train.sample_guidance, generator=generators,
+                          output_type="np").images
         self.trainable.train()
-        row = np.concatenate([np.round(image[..., 0] * 255).astype(np.uint8) for image in images], axis=1)
+        row = np.concatenate([np.round(image.mean(axis=-1) * 255).astype(np.uint8) for image in images], axis=1)
         (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
         with atomic_open(self.out_dir / "samples" / f"step-{step:08d}.png", "wb") as handle:
             Image.fromarray(row).save(handle, format="PNG")

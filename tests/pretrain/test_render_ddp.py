@@ -1,5 +1,6 @@
 """torchrun: 2 CPU processes (gloo) through `synthvlp render train` train the renderer 1 process trains on the
-same global batch, write one output folder from rank 0, and resume a 2-process state exactly."""
+same global batch, write one output folder from rank 0, and resume a 2-process state exactly: in pixel space, and
+fine-tuning a tiny Stable Diffusion folder in its VAE's latent space (each rank encodes its own slice of films)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,13 @@ import yaml
 from pretrain_helpers import make_shards
 from synthvlp.config import RenderTrainConfig
 from synthvlp.pretrain.diffusion_engine import train_renderer
+from tiny_sd import build_tiny_sd
+
+PIXEL = dict(channels=[8, 16], attention=[False, True], head_dim=4, groups=4, text_width=16, text_layers=1, text_heads=2, max_tokens=12)
 
 
-def _config(out_dir: Path, shards: list[Path]) -> RenderTrainConfig:
-    model = dict(size=16, channels=[8, 16], attention=[False, True], head_dim=4, groups=4, text_width=16, text_layers=1, text_heads=2, max_tokens=12)
+def _config(out_dir: Path, shards: list[Path], model: dict) -> RenderTrainConfig:
+    model = dict(size=16, **model)
     train = dict(out_dir=str(out_dir), steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2, threads=1, sample_prompts=[], ema_decay=0.9)
     return RenderTrainConfig.model_validate({"data": {"shards": [str(s) for s in shards]}, "model": model, "train": train})
 
@@ -40,10 +44,12 @@ def _state(out_dir: Path, step: int) -> dict:
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_train_what_one_trains_and_resume_exactly(tmp_path):
+@pytest.mark.parametrize("space", ["pixel", "latent"])
+def test_two_gloo_processes_train_what_one_trains_and_resume_exactly(tmp_path, space):
     shards = make_shards(tmp_path / "data", n_shards=1, per_shard=8)
-    train_renderer(_config(tmp_path / "one", shards), say=lambda s: None)
-    done = _torchrun(_config(tmp_path / "two", shards), tmp_path / "two.yaml")
+    model = PIXEL if space == "pixel" else {"init_from": str(build_tiny_sd(tmp_path / "sd"))}
+    train_renderer(_config(tmp_path / "one", shards, model), say=lambda s: None)
+    done = _torchrun(_config(tmp_path / "two", shards, model), tmp_path / "two.yaml")
     assert "on 2 process(es)" in done.stdout + done.stderr
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["log.csv", "pipeline", "state"]  # rank 0 alone writes
     losses = [pd.read_csv(tmp_path / name / "log.csv")["loss"].to_numpy() for name in ("one", "two")]
@@ -59,7 +65,7 @@ def test_two_gloo_processes_train_what_one_trains_and_resume_exactly(tmp_path):
     for path in (tmp_path / "two" / "state").glob("*/step-00000004.pt"):  # as if killed after step 2's state
         path.unlink()
     shutil.rmtree(tmp_path / "two" / "pipeline")
-    again = _torchrun(_config(tmp_path / "two", shards), tmp_path / "two.yaml")
+    again = _torchrun(_config(tmp_path / "two", shards, model), tmp_path / "two.yaml")
     assert "resuming from step 2" in again.stdout + again.stderr
     resumed = _state(tmp_path / "two", 4)
     for key, tensor in two["model"].items():

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pretrain_helpers import make_shards
+from pretrain_helpers import assert_same_render_run, make_shards, render_final_state, train_renderer_killed_and_resumed
 from synthvlp.config import RenderTrainConfig, RunConfig, load_config
 from synthvlp.errors import UserError
 from synthvlp.generation.diffusion import check_folder
@@ -22,20 +22,11 @@ from synthvlp.pretrain.diffusion_engine import TRAINING_FILMS, train_renderer
 SIZE = 32
 
 
-class Interrupt(Exception):
-    """Stands in for a kill: raised from the progress callback, after the step's state is written."""
-
-
 def _config(out_dir: Path, shards: list[Path] | None = None, real: dict | None = None, **train) -> RenderTrainConfig:
     data = {"shards": [str(s) for s in shards or []], **({"real": real} if real else {})}
     model = dict(size=SIZE, channels=[8, 16], attention=[False, True], head_dim=4, groups=4, text_width=16, text_layers=1, text_heads=2, max_tokens=12)
     settings = dict(out_dir=str(out_dir), steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2, threads=1, sample_prompts=[], ema_decay=0.9)
     return RenderTrainConfig.model_validate({"data": data, "model": model, "train": settings | train})
-
-
-def _final_state(out_dir: Path) -> dict:
-    [state] = sorted((out_dir / "state").glob("*/step-*.pt"))[-1:]
-    return torch.load(state, weights_only=True)
 
 
 @pytest.fixture(scope="module")
@@ -51,25 +42,10 @@ def trained(tmp_path_factory, shards) -> Path:
 
 
 def test_interrupted_and_resumed_training_matches_uninterrupted(tmp_path, shards, trained):
-    seen = []
-
-    def stop_after_step_2(n, loss):  # step 2's state is written before its progress call
-        seen.append(n)
-        if len(seen) == 2:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train_renderer(_config(tmp_path, shards), progress=stop_after_step_2, say=lambda s: None)
-    resumed = train_renderer(_config(tmp_path, shards), say=lambda s: None)
+    resumed = train_renderer_killed_and_resumed(_config(tmp_path, shards), 2)
     assert resumed.resumed_from == 2 and resumed.steps == 4
-    full, cut = _final_state(trained), _final_state(tmp_path)
-    assert full["step"] == cut["step"] == 4
-    for key, tensor in full["model"].items():
-        assert torch.equal(tensor, cut["model"][key]), key
-    for a, b in zip(full["ema"]["shadow_params"], cut["ema"]["shadow_params"], strict=True):
-        assert torch.equal(a, b)
-    assert full["optimizer"]["state"].keys() == cut["optimizer"]["state"].keys()
-    assert [r.split(",")[:2] for r in (trained / "log.csv").read_text().splitlines()] == [r.split(",")[:2] for r in (tmp_path / "log.csv").read_text().splitlines()]
+    full, _ = assert_same_render_run(trained, tmp_path)
+    assert full["step"] == 4
 
 
 def test_changed_settings_start_afresh(tmp_path, shards):
@@ -99,7 +75,7 @@ def test_saved_folder_renders_through_the_images_stage(trained):
     assert not np.array_equal(films[0], films[2])  # each sample's own seed, even for the same impression
 
 
-@pytest.mark.parametrize("name", ["render-nih-64.yaml", "render-nih-256.yaml"])
+@pytest.mark.parametrize("name", ["render-nih-64.yaml", "render-nih-256.yaml", "render-nih-sd.yaml", "render-tiny-sd.yaml"])
 def test_shipped_render_configs_load(name):
     config = load_config(Path(__file__).resolve().parents[2] / "configs" / name, model=RenderTrainConfig)
     assert config.data.shards and config.train.out_dir.name == name.removesuffix(".yaml")
@@ -183,9 +159,9 @@ def test_cli_prints_the_error_and_exits_2(tmp_path):
 def test_a_local_clip_text_encoder_folder_is_used_frozen(tmp_path, shards):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from tests.generation.test_diffusion import _byte_alphabet
+    from tiny_sd import byte_alphabet
 
-    chars = _byte_alphabet()
+    chars = byte_alphabet()
     vocab = {t: i for i, t in enumerate(["<|startoftext|>", "<|endoftext|>", *chars, *(c + "</w>" for c in chars)])}
     folder = tmp_path / "clip"
     CLIPTokenizer(vocab=vocab, merges=[], model_max_length=24).save_pretrained(folder / "tokenizer")
@@ -195,7 +171,7 @@ def test_a_local_clip_text_encoder_folder_is_used_frozen(tmp_path, shards):
     config = _config(tmp_path / "out", shards, steps=1)
     config.model.text_encoder, config.model.train_text_encoder = folder, False
     train_renderer(config, say=lambda s: None)
-    state = _final_state(tmp_path / "out")
+    state = render_final_state(tmp_path / "out")
     assert all(key.startswith("unet.") for key in state["model"])  # the frozen encoder is not trained or checkpointed
     saved = CLIPTextModel.from_pretrained(tmp_path / "out" / "pipeline" / "text_encoder")
     for key, tensor in encoder.state_dict().items():
@@ -208,7 +184,7 @@ def test_a_local_clip_text_encoder_folder_is_used_frozen(tmp_path, shards):
 def test_bf16_autocast_trains_on_cpu(tmp_path, shards, trained):
     result = train_renderer(_config(tmp_path, shards, steps=4, precision="bf16", checkpoint_every=4), say=lambda s: None)
     assert np.isfinite(result.final_loss)
-    state = _final_state(tmp_path)
+    state = render_final_state(tmp_path)
     assert {t.dtype for t in state["model"].values()} == {torch.float32}  # autocast computes in bf16, weights stay fp32
     fp32, bf16 = ([float(r.split(",")[1]) for r in (folder / "log.csv").read_text().splitlines()[1:]] for folder in (trained, tmp_path))
     assert fp32[0] != bf16[0] and abs(fp32[0] - bf16[0]) < 0.05 * fp32[0]  # the same batch, computed in bf16
@@ -217,3 +193,16 @@ def test_bf16_autocast_trains_on_cpu(tmp_path, shards, trained):
 def test_fp16_needs_a_gpu(tmp_path, shards):
     with pytest.raises(UserError, match="train.precision = fp16 needs a CUDA GPU"):
         train_renderer(_config(tmp_path, shards, precision="fp16"), say=lambda s: None)
+
+
+def test_a_pixel_pipeline_it_wrote_fine_tunes_in_pixel_space(tmp_path, shards, trained):
+    from safetensors.torch import load_file
+
+    config = RenderTrainConfig.model_validate({"data": {"shards": [str(s) for s in shards]}, "model": {"size": SIZE, "init_from": str(trained / "pipeline")},
+                                               "train": dict(out_dir=str(tmp_path), steps=2, batch_size=4, threads=1, sample_prompts=[], lr=1e-4)})
+    train_renderer(config, say=lambda s: None)
+    assert render_final_state(tmp_path)["model_name"] == "pixel-diffusion"
+    assert json.loads((tmp_path / "pipeline" / "model_index.json").read_text())["_class_name"] == "PixelDiffusionPipeline"
+    before, after = (load_file(folder / "unet" / "diffusion_pytorch_model.safetensors") for folder in (trained / "pipeline", tmp_path / "pipeline"))
+    changes = [float((before[k] - after[k]).abs().max()) for k in before]
+    assert 0 < max(changes) < 0.01  # trained on, from the folder's weights
