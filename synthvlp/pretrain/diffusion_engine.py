@@ -6,7 +6,7 @@ the latents of a frozen local VAE (``model.vae``), or it is a local Stable Diffu
 VAE's latents (``model.init_from``, RoentGen's own recipe); a latent run exports a ``StableDiffusionPipeline``
 folder (``synthvlp.pretrain.latent`` loads and checks those parts).
 
-It keeps the pre-training engine's habits: the data order of step ``s`` is a pure function of (seed, s)
+It is an objective of the training skeleton (``trainer.fit``, as the CLIP, GLoRIA and RaSD trainers are): the data order of step ``s`` is a pure function of (seed, s)
 (``sampling.StepPlan``), noise, timesteps and caption dropout of step ``s`` come from a generator seeded by
 (seed, s), and the weights, optimiser, LR schedule, EMA weights and RNG states are checkpointed together
 (``checkpoint.py``), so a run killed and started again ends with the weights an uninterrupted one has
@@ -24,10 +24,10 @@ from __future__ import annotations
 import glob
 import json
 import shutil
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,9 +39,8 @@ from synthvlp.csvfiles import read_csv_table
 from synthvlp.errors import UserError
 from synthvlp.pretrain import checkpoint, latent
 from synthvlp.pretrain.data import CsvSource, PairDataset, ShardSource, collate
-from synthvlp.pretrain.distributed import World, all_reduce_flag, close_world, init_world
-from synthvlp.pretrain.trainer import autocast_dtype, warmup_cosine
-from synthvlp.pretrain.logs import TrainLog
+from synthvlp.pretrain.distributed import World
+from synthvlp.pretrain.trainer import Built, Fitted, Loop, Objective, fit, restore_only
 from synthvlp.pretrain.sampling import Recipe, StepPlan
 from synthvlp.seeding import sample_seed
 from synthvlp.store import atomic_open
@@ -53,16 +52,12 @@ OPERATIONAL = ("out_dir", "threads", "checkpoint_every", "keep_checkpoints", "sa
 LATER = (("data", "plan", False), ("model", "init_from", None), ("model", "vae", None))
 """(section, setting, default) of weight-changing settings added after the first release."""
 TRAINING_FILMS = "training-films.npz"
+Inputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, list[str]]
+"""One rank's (films, caption tokens, noise, timesteps, latent draw, keys) of one step."""
 
 
 @dataclass
-class RenderResult:
-    steps: int
-    world_size: int
-    final_loss: float
-    seconds: float
-    samples_per_second: float
-    resumed_from: int
+class RenderResult(Fitted):
     training_pairs: int
     pipeline: Path
 
@@ -287,71 +282,69 @@ class Denoiser(torch.nn.ModuleDict):
         return self["unet"](noisy, timesteps, encoder_hidden_states=context).sample
 
 
-class _Trainer:
-    """The live objects of one training run (on one rank of ``world``) and what it writes."""
+class DiffusionObjective(Objective):
+    """The denoising loss of the UNet (and the text encoder when it trains) on the plan's batches, with EMA
+    weights kept alongside; each state also exports ``pipeline/`` and the step's sample sheet."""
 
-    def __init__(self, config: RenderTrainConfig, world: World) -> None:
-        from diffusers import DDPMScheduler
+    label = "render train"
+    columns = LOG_COLUMNS
+
+    def __init__(self, config: RenderTrainConfig) -> None:
+        self.config, train = config, config.train
+        self.out_dir = Path(train.out_dir)
+        self.loop = Loop(self.out_dir, train.seed, train.warmup_steps, train.checkpoint_every, train.keep_checkpoints, False, train.threads,
+                         precision=train.precision, precision_setting="train.precision", grad_clip=train.grad_clip, mean_over_ranks=True)
+        self.films: tuple[list[str], np.ndarray] | None = None
+        self.last_loss = float("nan")
+
+    def state_key(self) -> str:
+        return state_key(self.config, _data_files(self.config))
+
+    def build(self, world: World) -> Built:
         from diffusers.training_utils import EMAModel
 
-        self.config, self.world, self.device = config, world, world.device
-        model, train = config.model, config.train
-        self.dtype = autocast_dtype(train.precision, world.device, "train.precision")
+        config, model, train = self.config, self.config.model, self.config.train
+        self.world, self.device = world, world.device
         self.sources, self.keys, captions = training_pairs(config.data, train.seed)
-        if model.init_from is not None and model.init_from.resolve().is_relative_to(Path(train.out_dir).resolve()):
+        if model.init_from is not None and model.init_from.resolve().is_relative_to(self.out_dir.resolve()):
             raise UserError(f"model.init_from = {model.init_from} is inside train.out_dir, which this run rewrites; copy the folder out or use another out_dir")
-        torch.manual_seed(train.seed)  # identical initial weights on every rank
         self.tokenizer, self.text_encoder = build_text_side(model, captions)
         width = self.text_encoder.config.hidden_size
         self.codec = load_codec(model)
         self.unet = build_or_load_unet(model, self.codec, width)
         self.sample_shape = _check_unet(self.unet, self.codec, width, model)
-        self.model_name = MODEL_NAME if self.codec is None else LATENT_MODEL_NAME
         self.train_text = trains_text_encoder(model)
         self.text_encoder.requires_grad_(self.train_text)
         self.trainable = Denoiser({"unet": self.unet, **({"text_encoder": self.text_encoder} if self.train_text else {})}).to(self.device)
         self.text_encoder.to(self.device)
         if self.codec is not None:
             self.codec.vae.to(self.device)
-        if model.init_from is not None:
-            self.noise = latent.load_noise(model.init_from)
-        else:
-            self.noise = DDPMScheduler(num_train_timesteps=model.train_timesteps, beta_schedule=model.beta_schedule, prediction_type=model.prediction,
-                                       clip_sample=self.codec is None)  # latents are not confined to [-1, 1]
+        self.noise = _noise_schedule(model, self.codec)
         self.dataset = PairDataset(self.sources, FilmTransform(model.size), CaptionTokens(self.tokenizer), train.seed)
         batch = min(train.batch_size, len(self.dataset))
         if batch % world.size:
             raise UserError(f"train.batch_size ({batch}) must be a multiple of the {world.size} torchrun processes: each takes an equal slice")
         self.plan = StepPlan(Recipe(tuple(self.dataset.sizes)), train.seed, batch, 1, world.rank, world.size)
         self.empty = CaptionTokens(self.tokenizer)([""])[0]
-        self.optimizer = torch.optim.AdamW(self.trainable.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: warmup_cosine(s, train.warmup_steps, train.steps))
         self.ema = EMAModel(self.trainable.parameters(), decay=train.ema_decay, use_ema_warmup=True, power=3 / 4)
-        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
-        self.ddp = torch.nn.parallel.DistributedDataParallel(self.trainable, device_ids=[world.local_rank] if self.device.type == "cuda" else None) if world.size > 1 else self.trainable
-        self.out_dir = Path(train.out_dir)
-        self.state_dir = self.out_dir / "state" / state_key(config, _data_files(config))
-        self.films: tuple[list[str], np.ndarray] | None = None
+        return Built(self.trainable, MODEL_NAME if self.codec is None else LATENT_MODEL_NAME, train.steps, self.plan.batch_size)
 
-    def restore(self) -> int:
-        """Continue from the newest readable state of these settings (0 when there is none); rank 0 removes the
-        states of other settings, as the pre-training engine does."""
-        if self.world.main:
-            checkpoint.drop_other_states(self.state_dir)
-        found = checkpoint.latest_state(self.state_dir)
-        if found is None:
-            return 0
-        path, state = found
-        start = checkpoint.restore(path, state, self.model_name, self.trainable, self.optimizer, self.schedule)
+    def optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(model.parameters(), lr=self.config.train.lr, weight_decay=self.config.train.weight_decay)
+
+    def restore(self, path: Path, state: dict[str, Any]) -> None:
         if "ema" not in state:
-            raise UserError(f"{path}: training state without EMA weights; delete {self.state_dir} to start afresh")
+            raise UserError(f"{path}: training state without EMA weights; delete {path.parent} to start afresh")
         self.ema.load_state_dict(state["ema"])
         self.ema.to(self.device)
-        if self.scaler is not None and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
-        return start
 
-    def _inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, list[str]]:
+    def extra_state(self) -> dict[str, Any]:
+        return {"ema": self.ema.state_dict()}
+
+    def batches(self, start: int, stop: int) -> Iterator[Inputs]:
+        return (self._inputs(step) for step in range(start, stop))
+
+    def _inputs(self, step: int) -> Inputs:
         """This rank's (films, caption tokens, noise, timesteps, latent draw, keys) of step ``step``. Noise, timesteps,
         caption dropout and (in latent space) the standard normal draw of each film's VAE posterior sample are drawn
         for the whole global batch from the step's generator and sliced like the films, so every sample gets the
@@ -369,39 +362,35 @@ class _Trainer:
         eps = torch.randn((total, *self.sample_shape), generator=generator)[mine].to(self.device) if self.codec is not None else None
         return batch.images.to(self.device), tokens.to(self.device), noise.to(self.device), timesteps.to(self.device), eps, batch.keys
 
-    def step(self, step: int) -> float:
-        """One optimiser step on the plan's batch ``step``; returns its loss over the global batch."""
-        films, tokens, noise, timesteps, eps, keys = self._inputs(step)
-        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-            context = None
-            if not self.train_text:
-                with torch.no_grad():
-                    context = self.text_encoder(tokens)[0]
-            clean = films if self.codec is None else self.codec.encode(films, eps).float()
-            noisy = self.noise.add_noise(clean, noise, timesteps)
-            predicted = self.ddp(noisy, timesteps, context, tokens)
+    def loss(self, model: torch.nn.Module, batch: Inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The mean squared error of the prediction (noise or velocity) on this rank's slice; DDP averages the gradients."""
+        films, tokens, noise, timesteps, eps, _ = batch
+        context = None
+        if not self.train_text:
+            with torch.no_grad():
+                context = self.text_encoder(tokens)[0]
+        clean = films if self.codec is None else self.codec.encode(films, eps).float()
+        noisy = self.noise.add_noise(clean, noise, timesteps)
+        predicted = model(noisy, timesteps, context, tokens)
         target = noise if self.noise.config.prediction_type == "epsilon" else self.noise.get_velocity(clean, noise, timesteps)
-        loss = torch.nn.functional.mse_loss(predicted.float(), target.float())
-        if all_reduce_flag(not bool(torch.isfinite(loss)), self.world):
-            raise UserError(f"render train diverged: loss is {loss.item()} at step {step} (films {keys[:4]}..., rank {self.world.rank}); lower train.lr")
-        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()  # DDP averages the ranks' gradients
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        if self.config.train.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.trainable.parameters(), self.config.train.grad_clip)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.schedule.step()
-        self.ema.step(self.trainable.parameters())
-        return _mean_over_ranks(float(loss.detach()), self.world)
+        return torch.nn.functional.mse_loss(predicted.float(), target.float()), {}
 
-    def save(self, step: int) -> None:
-        extra = {"ema": self.ema.state_dict(), **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {})}
-        checkpoint.save_state(self.state_dir, step, self.model_name, self.trainable, self.optimizer, self.schedule, extra, self.config.train.keep_checkpoints)
+    def diverged(self, loss: float, step: int, batch: Inputs) -> str:
+        return f"render train diverged: loss is {loss} at step {step} (films {batch[-1][:4]}..., rank {self.world.rank}); lower train.lr"
+
+    def after_step(self) -> None:
+        self.ema.step(self.trainable.parameters())
+
+    def logged(self, values: dict[str, float]) -> None:
+        self.last_loss = values["loss"]
+
+    def saved(self, step: int) -> None:
+        self.export(step)
+
+    def save(self, steps: int) -> None:
+        """Export the pipeline of a run that had nothing left to train and none exported."""
+        if not (self.out_dir / "pipeline").is_dir():
+            self.export(steps)
 
     def export(self, step: int) -> Path:
         """Write ``pipeline/`` with the EMA weights (replacing the previous export) and the step's sample sheet."""
@@ -477,13 +466,15 @@ class _Trainer:
             Image.fromarray(row).save(handle, format="PNG")
 
 
-def _mean_over_ranks(value: float, world: World) -> float:
-    """The mean of ``value`` over the ranks (each rank's loss is over its equal slice of the global batch)."""
-    if world.size == 1:
-        return value
-    total = torch.tensor([value], dtype=torch.float64, device=world.device)
-    torch.distributed.all_reduce(total)
-    return float(total.item()) / world.size
+
+def _noise_schedule(model: RenderModelSection, codec: latent.LatentCodec | None):
+    """The training noise schedule: the ``init_from`` folder's, or DDPM over the settings."""
+    from diffusers import DDPMScheduler
+
+    if model.init_from is not None:
+        return latent.load_noise(model.init_from)
+    return DDPMScheduler(num_train_timesteps=model.train_timesteps, beta_schedule=model.beta_schedule, prediction_type=model.prediction,
+                         clip_sample=codec is None)  # latents are not confined to [-1, 1]
 
 
 def train_renderer(
@@ -495,46 +486,12 @@ def train_renderer(
     """Train (or resume) the renderer and export ``pipeline/``, in one process or under torchrun; on rank 0,
     ``progress(samples, loss)`` after each step (and once with the samples already done when resuming).
     ``export_only`` writes the pipeline of the newest state."""
-    world = init_world(config.train.threads)
-    try:
-        trainer = _Trainer(config, world)
-        start = trainer.restore()
-        if export_only:
-            if start == 0:
-                raise UserError(f"{trainer.state_dir}: no training state to export; run synthvlp render train first")
-            path = trainer.export(start) if world.main else trainer.out_dir / "pipeline"
-            return RenderResult(start, world.size, float("nan"), 0.0, 0.0, start, len(trainer.dataset), path)
-        if start and world.main:
-            say(f"render train: resuming from step {start} of {config.train.steps} ({trainer.state_dir})")
-            progress(start * trainer.plan.batch_size, float("nan"))
-        return _train(trainer, start, progress)
-    finally:
-        close_world(world)
-
-
-def _train(trainer: _Trainer, start: int, progress: Callable[[int, float], None]) -> RenderResult:
-    """Steps ``start`` .. ``train.steps``; rank 0 logs, checkpoints and exports, the others only train."""
-    train, main = trainer.config.train, trainer.world.main
-    log = TrainLog(trainer.out_dir, start, False, LOG_COLUMNS) if main else None
-    trainer.trainable.train()
-    began = time.perf_counter()
-    loss = float("nan")
-    for step in range(start, train.steps):
-        tick = time.perf_counter()
-        loss = trainer.step(step)
-        if log is not None:
-            log.add(step=step, loss=loss, lr=trainer.schedule.get_last_lr()[0], samples_per_s=trainer.plan.batch_size / (time.perf_counter() - tick))
-        if main and ((step + 1) % train.checkpoint_every == 0 or step + 1 == train.steps):
-            trainer.save(step + 1)
-            log.flush()
-            trainer.export(step + 1)
-        if main:
-            progress(trainer.plan.batch_size, loss)
-    seconds = time.perf_counter() - began
-    path = trainer.out_dir / "pipeline"
-    if log is not None:
-        log.close()
-        if start == train.steps and not path.is_dir():
-            path = trainer.export(start)
-    done = (train.steps - start) * trainer.plan.batch_size
-    return RenderResult(train.steps, trainer.world.size, loss, seconds, done / max(seconds, 1e-9), start, len(trainer.dataset), path)
+    objective = DiffusionObjective(config)
+    if export_only:
+        start = restore_only(objective)
+        if start == 0:
+            raise UserError(f"{objective.out_dir / 'state' / objective.state_key()}: no training state to export; run synthvlp render train first")
+        path = objective.export(start) if objective.world.main else objective.out_dir / "pipeline"
+        return RenderResult(start, float("nan"), 0.0, 0.0, start, objective.world.size, len(objective.dataset), path)
+    fitted = fit(objective, lambda n: progress(n, objective.last_loss), say)
+    return RenderResult(**vars(fitted), training_pairs=len(objective.dataset), pipeline=objective.out_dir / "pipeline")

@@ -40,7 +40,10 @@ class Loop:
     tensorboard: bool
     threads: int | None
     accumulate: int = 1  # micro-batches per optimiser step
-    precision: str = "fp32"  # "auto": bf16 autocast on GPU, fp32 on CPU; "bf16"; "fp32"
+    precision: str = "fp32"  # "auto": bf16 autocast on GPU, fp32 on CPU; "bf16"; "fp32"; "fp16" (GPU, with a gradient scaler)
+    precision_setting: str = "precision"  # the config field errors about ``precision`` name
+    grad_clip: float | None = None  # clip the gradient norm to this before each optimiser step
+    mean_over_ranks: bool = False  # log the loss and its parts averaged over the processes, not the main one's own
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,13 @@ class Objective(ABC):
         return {}
 
     def after_step(self) -> None:
-        """Called after each optimiser step (e.g. to clamp a parameter)."""
+        """Called after each optimiser step (e.g. to clamp a parameter or update an average of the weights)."""
+
+    def logged(self, values: dict[str, float]) -> None:
+        """Called on the main process with each step's logged loss and parts (e.g. to show the loss)."""
+
+    def saved(self, step: int) -> None:
+        """Called on the main process after each state is written (e.g. to export what it holds)."""
 
     def log_values(self, step: int) -> dict[str, float | int]:
         """Log columns besides the skeleton's and the loss's parts."""
@@ -151,11 +160,21 @@ def fit(objective: Objective, advance: Callable[[int], None] = lambda n: None, s
         close_world(world)
 
 
+def restore_only(objective: Objective) -> int:
+    """Build ``objective`` and restore its newest state without training; returns that state's step (0: none)."""
+    world = init_world(objective.loop.threads)
+    try:
+        return _Run(objective, world, lambda s: None).resume()
+    finally:
+        close_world(world)
+
+
 class _Run:
     """One ``fit``: the objective, the live model, optimiser and schedule, and the state folder."""
 
     def __init__(self, objective: Objective, world: World, say: Callable[[str], None]) -> None:
         self.objective, self.world, self.say, loop = objective, world, say, objective.loop
+        dtype = autocast_dtype(loop.precision, world.device, loop.precision_setting)
         torch.manual_seed(loop.seed)  # identical initial weights on every rank
         self.built = objective.build(world)
         self.model = self.built.model.to(world.device)
@@ -163,8 +182,8 @@ class _Run:
         total = self.built.total_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: warmup_cosine(s, loop.warmup_steps, total))
         self.state_dir = loop.out_dir / "state" / objective.state_key()
-        dtype = autocast_dtype(loop.precision, world.device)
         self.autocast = torch.autocast(world.device.type, dtype=dtype) if dtype is not None else nullcontext()
+        self.scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None  # fp16 gradients underflow unscaled
 
     def resume(self) -> int:
         """The step to start from: that of the newest readable state (restored), else 0."""
@@ -175,6 +194,8 @@ class _Run:
             return 0
         start = checkpoint.restore(found[0], found[1], self.built.state_name, self.model, self.optimizer, self.scheduler)
         self.objective.restore(found[0], found[1])
+        if self.scaler is not None and "scaler" in found[1]:
+            self.scaler.load_state_dict(found[1]["scaler"])
         if self.world.main:
             self.say(f"{self.objective.label}: resuming from {found[0]} (step {start} of {self.built.total_steps})")
         return start
@@ -198,11 +219,13 @@ class _Run:
             if log is not None:
                 log.add(step=step, lr=self.scheduler.get_last_lr()[0], samples_per_s=self.built.samples_per_step / (time.perf_counter() - tick),
                         **values, **objective.log_values(step))
+                objective.logged(values)
             if (step + 1) % loop.checkpoint_every == 0 or step + 1 == total:
-                extra = objective.extra_state()
+                extra = {**objective.extra_state(), **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {})}
                 if world.main:
                     checkpoint.save_state(self.state_dir, step + 1, self.built.state_name, self.model, self.optimizer, self.scheduler, extra, loop.keep_checkpoints)
                     log.flush()
+                    objective.saved(step + 1)
             if world.main:
                 advance(self.built.samples_per_step)
         seconds = time.perf_counter() - began
@@ -227,13 +250,36 @@ class _Run:
                 loss, parts = objective.loss(wrapped, batch)
             if all_reduce_flag(not bool(torch.isfinite(loss)), world):
                 raise UserError(objective.diverged(loss.item(), step, batch))
-            (loss * objective.grad_scale() / accumulate).backward()
+            scaled = loss * objective.grad_scale() / accumulate
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             names = list(parts)
             now = torch.tensor([loss.item(), *(part.item() for part in parts.values())]) / accumulate
             totals = now if totals is None else totals + now
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        self.apply()
         objective.after_step()
         assert totals is not None
-        return {"loss": float(totals[0]), **{name: float(value) for name, value in zip(names, totals[1:], strict=True)}, "data_wait_s": wait}
+        means = self.mean_over_ranks(totals)
+        return {"loss": means[0], **dict(zip(names, means[1:], strict=True)), "data_wait_s": wait}
+
+    def apply(self) -> None:
+        """The optimiser step on the accumulated gradients (unscaled and clipped first when so set), then the schedule's."""
+        clip = self.objective.loop.grad_clip
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def mean_over_ranks(self, totals: torch.Tensor) -> list[float]:
+        """This process's (loss, parts), or with ``loop.mean_over_ranks`` their mean over the processes (in float64)."""
+        if not self.objective.loop.mean_over_ranks or self.world.size == 1:
+            return [float(value) for value in totals]
+        summed = totals.to(device=self.world.device, dtype=torch.float64)
+        torch.distributed.all_reduce(summed)
+        return [float(value) / self.world.size for value in summed.tolist()]

@@ -111,7 +111,7 @@ def test_operational_settings_are_left_out_of_what_the_weights_depend_on():
 
 
 def test_the_render_trainers_own_list_names_the_operational_fields():
-    """diffusion_engine still filters by its own tuple (until it runs in the skeleton); it must match the marks."""
+    """diffusion_engine filters by its own tuple (its state keys predate without_operational); it must match the marks."""
     from synthvlp.pretrain import diffusion_engine
 
     marked = {name for name, field in RenderTrainSection.model_fields.items() if (field.json_schema_extra or {}).get(OPERATIONAL)}
