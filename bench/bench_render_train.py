@@ -105,9 +105,7 @@ def _meta_parts(settings):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from synthvlp.pixel_diffusion import build_text_encoder, build_tokenizer, build_unet
-
-    def vae_folder(path: Path) -> Path:
-        return path / "vae" if (path / "vae" / "config.json").is_file() else path
+    from synthvlp.pretrain.latent import vae_folder
 
     vae_path = settings.vae or (settings.init_from if settings.init_from and (settings.init_from / "vae" / "config.json").is_file() else None)
     with torch.device("meta"):

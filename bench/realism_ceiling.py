@@ -63,10 +63,15 @@ def match_layout(rendered: np.ndarray, real_train: np.ndarray, blur: float = 2.0
     return np.clip(moved * sd + mean, 0.0, 1.0).astype(np.float32)
 
 
+def _pooled(train: np.ndarray) -> np.ndarray:
+    """About 150 training films, evenly picked: the pooled histogram every film is matched to."""
+    return train[:: max(1, len(train) // 150)]
+
+
 def variants(real: Films, rendered: Films) -> dict[str, tuple[Films, Films]]:
     """The three versions of (real, rendered) the table compares."""
     train = real.images[~real.held_out]
-    reference = train[:: max(1, len(train) // 150)]
+    reference = _pooled(train)
     real_matched = _with(real, match_histograms(real.images, reference))
     layout_matched = match_histograms(match_layout(rendered.images, train), reference)
     return {
@@ -81,7 +86,7 @@ def control(real: Films) -> tuple[Films, Films]:
     in_b = np.array([int(hashlib.sha256(name.encode()).hexdigest(), 16) % 2 == 1 for name in real.names])
     a, b = (_subset(real, ~in_b), _subset(real, in_b))
     train = a.images[~a.held_out]
-    reference = train[:: max(1, len(train) // 150)]
+    reference = _pooled(train)
     return _with(a, match_histograms(a.images, reference)), _with(b, match_histograms(match_layout(b.images, train), reference))
 
 

@@ -43,7 +43,6 @@ console = Console(stderr=True)
 ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML). See configs/quickstart.yaml.", show_default=False)]
 
 
-
 def _parse_shard(text: str) -> tuple[int, int]:
     index, sep, count = text.partition("/")
     try:

@@ -25,7 +25,6 @@ from synthvlp.errors import RunFolderError, UserError
 from synthvlp.store import process_alive, write_text_atomic
 
 
-
 @dataclass(frozen=True)
 class Unit:
     """Samples ``start`` to ``stop`` (exclusive): the ``index``-th block of ``run.shard_size``, done and committed

@@ -466,7 +466,6 @@ class DiffusionObjective(Objective):
             Image.fromarray(row).save(handle, format="PNG")
 
 
-
 def _noise_schedule(model: RenderModelSection, codec: latent.LatentCodec | None):
     """The training noise schedule: the ``init_from`` folder's, or DDPM over the settings."""
     from diffusers import DDPMScheduler

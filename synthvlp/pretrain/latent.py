@@ -75,11 +75,16 @@ def has_vae(folder: Path) -> bool:
     return isinstance(spec, list) and spec[0] is not None
 
 
+def vae_folder(path: Path) -> Path:
+    """The folder holding a VAE's config.json: a pipeline folder's vae/, else ``path`` itself."""
+    return path / "vae" if (path / "vae" / "config.json").is_file() else path
+
+
 def load_vae(path: Path, where: str):
     """A frozen ``AutoencoderKL`` from its own folder (config.json) or a pipeline folder's vae/."""
     from diffusers import AutoencoderKL
 
-    folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
+    folder = vae_folder(path)
     if not (folder / "config.json").is_file():
         raise UserError(f"{where} = {path}: no vae/config.json (nor config.json); latent training needs the VAE its latents come from: "
                         f"set {VAE} to a local AutoencoderKL folder (or a Stable Diffusion folder with vae/)")
