@@ -16,7 +16,8 @@ and per-film standardisation, for several seeds; the table gives the mean Dice o
 percentile bootstrap 95% CI over test films of the seed-averaged per-film Dice. Renders with the ``synthvlp`` on
 ``sys.path``, so a peer renderer is measured by running this file with that checkout first on ``PYTHONPATH``.
 
-Run from the repository root (niced; about 10 minutes on 2 busy cores at 64 px):
+Run from the repository root (niced; at 64 px its nine trainings took 33 s each on 2 idle cores, up to 10 minutes
+each on cores shared with other training):
 
     PYTHONPATH=$PWD .venv/bin/python bench/lung_transfer.py --real ../shared/data/covid-lungs --out bench/out/lungs
 """
