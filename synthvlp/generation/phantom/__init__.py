@@ -26,7 +26,7 @@ from synthvlp.generation.phantom.scene import Scene, read_scene
 from synthvlp.masks import box
 
 NAME = "phantom"
-VERSION = "2.2.0"
+VERSION = "2.1.0"
 
 
 @dataclass(frozen=True)

@@ -138,8 +138,7 @@ def build_body(a: Anatomy, size: int, rng: np.random.Generator) -> Body:
     """Project ``a`` at ``size`` pixels; ``rng`` supplies the pose (tilt, shift, magnification), the vessel
     tree and the lung texture."""
     pose_rng, vessel_rng, texture_rng, gas_rng = rng.spawn(4)
-    # position spreads that give the lungs nih-real-256's spread on the film (centre sd 0.07, midline sd 0.035)
-    angle, shift_y, shift_x = pose_rng.normal(0.0, [0.03, 0.05, 0.035])
+    angle, shift_y, shift_x = pose_rng.normal(0.0, [0.03, 0.035, 0.025])
     zoom = 0.88 + 0.27 * float(pose_rng.random())
     grid = make_grid(size, float(angle), (float(shift_y), float(shift_x)), zoom)
     mu = a.density["body"]

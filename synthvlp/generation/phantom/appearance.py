@@ -33,12 +33,12 @@ class Appearance:
     ``synthvlp render calibrate`` fits them to a folder of real films and writes them as a config fragment.
     """
 
-    exposure: tuple[float, float] = (3.32, 8.0)  # k: transmission exp(-k A)
+    exposure: tuple[float, float] = (5.0, 8.0)  # k: transmission exp(-k A)
     scatter: tuple[float, float] = (0.0, 0.72)  # scatter share of the blurred primary transmission
-    scatter_width: tuple[float, float] = (0.2184, 0.25)  # scatter kernel sd, share of the image
+    scatter_width: tuple[float, float] = (0.1656, 0.25)  # scatter kernel sd, share of the image
     noise: tuple[float, float] = (0.004, 0.008)  # quantum noise sd at full transmission
     blur: tuple[float, float] = (0.36, 1.04)  # detector blur sd in pixels at 256 px (scaled with size)
-    equalise: tuple[float, float] = (0.452, 0.548)  # share of the large-scale attenuation taken out
+    equalise: tuple[float, float] = (0.3, 0.548)  # share of the large-scale attenuation taken out
     window_low: tuple[float, float] = (-0.1, -0.068)  # window bottom above the air level, attenuation units
     window_high: tuple[float, float] = (1.252, 1.6)  # window top, times the patient's 90th percentile
     gamma: tuple[float, float] = (0.4, 1.972)  # display toe (<1 lifts the darks)

@@ -7,8 +7,6 @@ own tissue model to these shape parameters, and its findings read them by the sa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from statistics import NormalDist
-from typing import ClassVar
 
 from synthvlp.generation.phantom.scene import Scene
 
@@ -38,39 +36,16 @@ class Frame:
 
 
 @dataclass(frozen=True)
-class LungProportions:
-    """A normal law of the lungs' proportions, each over the half width (so framing does not enter), fitted to human
-    lung masks by ``bench/fit_lung_proportions.py``: the height from apex to the lower costophrenic angle, each
-    medial border, each dome, and how much lower the left angle lies. Drawn jointly, so a wide chest comes with a
-    wide mediastinum as it does in real films, and cut to the range the fitted films span."""
-
-    names: ClassVar[tuple[str, ...]] = ("height", "medial_right", "medial_left", "dome_right", "dome_left", "left_lower")
-    mean: tuple[float, ...]
-    cholesky: tuple[tuple[float, ...], ...]  # lower triangular factor of the covariance
-    low: tuple[float, ...]
-    high: tuple[float, ...]
-
-    def draw(self, u: list[float]) -> dict[str, float]:
-        """Proportions from one uniform draw per name (through the normal quantile, so a fixed number of draws)."""
-        z = [NormalDist().inv_cdf(min(max(v, 1e-6), 1.0 - 1e-6)) for v in u]
-        values = [m + sum(row[j] * z[j] for j in range(i + 1)) for i, (m, row) in enumerate(zip(self.mean, self.cholesky, strict=True))]
-        return {n: min(max(v, lo), hi) for n, v, lo, hi in zip(self.names, values, self.low, self.high, strict=True)}
-
-
-@dataclass(frozen=True)
 class FramePriors:
-    """Where a renderer draws its frames from: each range is (low, span) of a uniform draw. The lungs' dimensions
-    come either from their own ranges (``level``, ``dome``, ``medial``) or, with ``proportions``, from the half
-    width times proportions drawn jointly."""
+    """Where a renderer draws its frames from: each range is (low, span) of a uniform draw."""
 
+    level: tuple[float, float]  # costophrenic angle y
+    dome: tuple[float, float]  # dome height
+    medial: tuple[float, float, float]  # medial border: right low, left low, common span
     apex: tuple[float, float]
     half_width: tuple[float, float]
     heart_height: tuple[float, float]
     body_margin: tuple[float, float]
-    level: tuple[float, float] | None = None  # costophrenic angle y
-    dome: tuple[float, float] | None = None  # dome height
-    medial: tuple[float, float, float] | None = None  # medial border: right low, left low, common span
-    proportions: LungProportions | None = None
 
 
 def draw_frame(scene: Scene, u: list[float], priors: FramePriors, level_shift: float = 0.0) -> dict:
@@ -78,56 +53,23 @@ def draw_frame(scene: Scene, u: list[float], priors: FramePriors, level_shift: f
     sample; emphysema lowers and flattens the domes, widens the chest and adds a rib; atelectasis raises its side's
     hemidiaphragm; the heart's width is the scene's cardiothoracic ratio. Both renderers draw it alike."""
     emphysema = scene.has("emphysema")
-    draw_lungs = _lungs_in_proportion if priors.proportions else _lungs_from_ranges
-    lungs = draw_lungs(u, priors, emphysema, level_shift)
-    if emphysema:
-        lungs["dome"] = {"right": 0.008 + 0.012 * u[1], "left": (0.008 + 0.012 * u[1]) * (0.85 + 0.15 * u[8])}
+    base_level = priors.level[0] + priors.level[1] * u[0] + (0.06 if emphysema else 0.0) + level_shift
+    height = priors.dome[0] + priors.dome[1] * u[1] if not emphysema else 0.008 + 0.012 * u[1]
+    right_higher = 0.01 + 0.02 * u[2]
+    base = {"right": base_level - right_higher * 0.5, "left": base_level + right_higher * 0.5}
     for side in scene.sides("atelectasis"):  # volume loss: the hemidiaphragm rises
-        lungs["base"][side] -= 0.03 + 0.03 * u[3]
+        base[side] -= 0.03 + 0.03 * u[3]
+    right, left, span = priors.medial
     low, high = CTR_RANGES[scene.heart]
     return dict(
         mid=0.5 + 0.03 * (u[6] - 0.5),
-        **lungs,
+        apex=priors.apex[0] + priors.apex[1] * u[7] - (0.02 if emphysema else 0.0),
+        base=base,
+        dome={"right": height, "left": height * (0.85 + 0.15 * u[8])},
+        half_width=priors.half_width[0] + priors.half_width[1] * u[9] + (0.02 if emphysema else 0.0),
+        medial={"right": right + span * u[4], "left": left + span * u[5]},
         ctr=low + (high - low) * u[10],
         heart_height=priors.heart_height[0] + priors.heart_height[1] * u[11],
         body_margin=priors.body_margin[0] + priors.body_margin[1] * u[12],
         ribs=9 + int(3 * u[13]) + (1 if emphysema else 0),
-    )
-
-
-def _apex_and_half_width(u: list[float], priors: FramePriors, emphysema: bool) -> tuple[float, float]:
-    apex = priors.apex[0] + priors.apex[1] * u[7] - (0.02 if emphysema else 0.0)
-    return apex, priors.half_width[0] + priors.half_width[1] * u[9] + (0.02 if emphysema else 0.0)
-
-
-def _lungs_from_ranges(u: list[float], priors: FramePriors, emphysema: bool, level_shift: float) -> dict:
-    """Each dimension from its own range: the angles' level, the domes, the medial borders and the half width."""
-    apex, half_width = _apex_and_half_width(u, priors, emphysema)
-    base_level = priors.level[0] + priors.level[1] * u[0] + (0.06 if emphysema else 0.0) + level_shift
-    height = priors.dome[0] + priors.dome[1] * u[1]
-    right_higher = 0.01 + 0.02 * u[2]
-    right, left, span = priors.medial
-    return dict(
-        apex=apex,
-        base={"right": base_level - right_higher * 0.5, "left": base_level + right_higher * 0.5},
-        dome={"right": height, "left": height * (0.85 + 0.15 * u[8])},
-        half_width=half_width,
-        medial={"right": right + span * u[4], "left": left + span * u[5]},
-    )
-
-
-def _lungs_in_proportion(u: list[float], priors: FramePriors, emphysema: bool, level_shift: float) -> dict:
-    """The half width from its range, the rest from ``priors.proportions`` times it. Emphysema and
-    ``level_shift`` then move the apex, angles and wall as they do with ranges, the proportions staying the patient's."""
-    apex, half_width = _apex_and_half_width(u, priors, emphysema=False)
-    p = priors.proportions.draw([u[0], u[1], u[2], u[4], u[5], u[8]])
-    drop = p["left_lower"] * half_width
-    lower = apex + p["height"] * half_width + (0.06 if emphysema else 0.0) + level_shift
-    wider = 0.02 if emphysema else 0.0
-    return dict(
-        apex=apex - wider,
-        base={"right": lower - max(drop, 0.0), "left": lower + min(drop, 0.0)},
-        dome={side: p[f"dome_{side}"] * half_width for side in ("right", "left")},
-        half_width=half_width + wider,
-        medial={side: p[f"medial_{side}"] * half_width for side in ("right", "left")},
     )

@@ -11,33 +11,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthvlp.generation.phantom.frame import Frame, FramePriors, LungProportions, draw_frame
+from synthvlp.generation.phantom.frame import Frame, FramePriors, draw_frame
 from synthvlp.generation.phantom.scene import Scene
 from synthvlp.generation.phantom.shapes import power
 
 SIDES = ("right", "left")
 SIGN = {"right": -1.0, "left": 1.0}
-LUNG_PROPORTIONS = LungProportions(
-    mean=(1.672, 0.1239, 0.1174, 0.0886, 0.052, 0.0785),
-    cholesky=(
-        (0.2385, 0.0, 0.0, 0.0, 0.0, 0.0), (0.0018, 0.0317, 0.0, 0.0, 0.0, 0.0), (0.0034, -0.0184, 0.0254, 0.0, 0.0, 0.0),
-        (0.0071, -0.0025, -0.0014, 0.07, 0.0, 0.0), (0.0124, 0.0015, -0.0049, 0.0141, 0.058, 0.0),
-        (0.0246, 0.0186, -0.0023, -0.0503, 0.0372, 0.1403),
-    ),
-    low=(1.1739, 0.0407, 0.03, 0.0, 0.0, -0.3216),
-    high=(2.2471, 0.2156, 0.2043, 0.2883, 0.2165, 0.611),
-)
-"""Fitted to the lung fields of nih-real-256's films, found by a U-Net trained on covid-lungs' human masks
-(``bench/fit_lung_proportions.py --films``): 664 films whose outline fit reached IoU 0.8, inside the 2.5-97.5
-percentiles. The human masks alone give shorter lungs (height 1.51 half widths against 1.67): COVID-19 patients,
-many supine and ventilated, breathe shallower than ChestX-ray14's."""
 PRIORS = FramePriors(
-    apex=(0.12, 0.05), half_width=(0.335, 0.07), heart_height=(0.11, 0.035), body_margin=(0.035, 0.06),
-    proportions=LUNG_PROPORTIONS,
+    level=(0.7, 0.1), dome=(0.045, 0.045), medial=(0.06, 0.07, 0.03), apex=(0.07, 0.05), half_width=(0.32, 0.07),
+    heart_height=(0.11, 0.035), body_margin=(0.035, 0.06),
 )
-"""The projection phantom's frame: the apex and half width ranges put the lungs where nih-real-256's lie (their
-median apex 0.14 and half width 0.38, printed by ``bench/fit_lung_proportions.py``), the rest follows from
-``LUNG_PROPORTIONS``; its body margin is the habitus draw ``u[12]``."""
+"""The projection phantom's frame ranges (its body margin is the habitus draw ``u[12]``)."""
 AP_SHARE = 0.4  # share of portable (AP) films, about ChestX-ray14's
 
 

@@ -1,10 +1,10 @@
-"""Fit the projection phantom's lung outline to real lung fields, and the lungs' proportions to a normal law.
+"""Where real films' lungs lie and what shape they have, beside the projection phantom's: fitted outlines.
 
 Each lung field (padded to a square, 64 px) gets the nine outline parameters (midline, apex, each costophrenic angle
 and dome, half width, each medial border) that maximise the IoU between the renderer's own ``lung_field`` and it.
-Dividing by the half width removes framing, which leaves the proportions that ``patient.LUNG_PROPORTIONS`` draws
-from: height, medial borders, domes and the left angle's drop, each over the half width. Their mean, covariance and
-range are printed as Python to paste there, beside the framing (where the lungs sit on the film).
+The script prints the framing (where the lungs sit on the film: median and robust spread) and, divided by the half
+width to take framing out, the proportions (height, medial borders, domes, the left angle's drop) as a normal law:
+mean, Cholesky factor and range, what a renderer would draw the lungs' proportions from.
 
 Two sources of lung fields:
 - ``--masks CSV`` alone: the human masks themselves (covid-lungs: films cropped for publication, so their framing
@@ -13,7 +13,7 @@ Two sources of lung fields:
   (nih-real-256's ``labels.csv``), and the law is fitted to those: the films the renderer is measured against.
 ``--renderer N`` fits the projection phantom's own exact lung masks of N plans the same way, for comparison.
 
-    .venv/bin/python bench/fit_lung_proportions.py --masks ../shared/data/covid-lungs/index.csv \\
+    .venv/bin/python bench/lung_geometry.py --masks ../shared/data/covid-lungs/index.csv \\
         --films ../shared/data/nih-real-256 --renderer 400
 """
 
@@ -35,13 +35,13 @@ from scipy.optimize import minimize
 
 from synthvlp.generation.phantom import project
 from synthvlp.generation.phantom.anatomy import draw_anatomy, lung_field
-from synthvlp.generation.phantom.frame import LungProportions
 from synthvlp.generation.phantom.scene import read_scene
 from synthvlp.generation.phantom.shapes import make_grid
 
 FIT_SIZE = 64
 NET_SIZE = 128
 CUT = 0.025  # the law is fitted inside the 2.5-97.5 percentiles and cut there: the extremes are mostly failed fits
+PROPORTIONS = ("height", "medial_right", "medial_left", "dome_right", "dome_left", "left_lower")
 TEMPLATE = draw_anatomy(read_scene([], ""), np.random.default_rng(0))
 
 
@@ -170,14 +170,14 @@ def renderer_masks(count: int) -> list[np.ndarray]:
 
 
 def proportions(fits: pd.DataFrame) -> pd.DataFrame:
-    """``LungProportions.names`` per film, each over the half width."""
+    """``PROPORTIONS`` per film, each over the half width."""
     w = fits["half_width"]
     return pd.DataFrame({
         "height": (np.maximum(fits["base_right"], fits["base_left"]) - fits["apex"]) / w,
         "medial_right": fits["medial_right"] / w, "medial_left": fits["medial_left"] / w,
         "dome_right": fits["dome_right"] / w, "dome_left": fits["dome_left"] / w,
         "left_lower": (fits["base_left"] - fits["base_right"]) / w,
-    })[list(LungProportions.names)]  # fmt: skip
+    })[list(PROPORTIONS)]  # fmt: skip
 
 
 def framing(fits: pd.DataFrame) -> pd.Series:
@@ -197,9 +197,8 @@ def law(fits: pd.DataFrame, min_iou: float) -> str:
     rounded = lambda v: tuple(round(float(x), 4) for x in v)  # noqa: E731
     return "\n".join([
         f"{len(kept)} films with IoU >= {min_iou}, inside the {100 * CUT:g}-{100 - 100 * CUT:g} percentiles:",
-        kept.describe().T.round(3).to_string(), "LungProportions(", f"    mean={rounded(kept.mean())},",
-        f"    cholesky=({', '.join(str(rounded(row)) for row in cholesky)}),",
-        f"    low={rounded(low)}, high={rounded(high)},", ")",
+        kept.describe().T.round(3).to_string(), f"mean={rounded(kept.mean())}",
+        f"cholesky=({', '.join(str(rounded(row)) for row in cholesky)})", f"low={rounded(low)}, high={rounded(high)}",
     ])  # fmt: skip
 
 
