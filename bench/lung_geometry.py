@@ -35,6 +35,7 @@ from scipy.optimize import minimize
 
 from synthvlp.generation.phantom import project
 from synthvlp.generation.phantom.anatomy import draw_anatomy, lung_field
+from synthvlp.generation.phantom.lungmask import lung_mask
 from synthvlp.generation.phantom.scene import read_scene
 from synthvlp.generation.phantom.shapes import make_grid
 
@@ -162,11 +163,7 @@ def segment_films(net: torch.nn.Module, folder: Path) -> list[np.ndarray]:
 
 def renderer_masks(count: int) -> list[np.ndarray]:
     """The projection phantom's exact lung fields of ``count`` normal plans (seeded 0..count-1)."""
-    out = []
-    for seed in range(count):
-        lungs = project([], NET_SIZE, np.random.default_rng(seed)).body.lungs
-        out.append(np.maximum(lungs["right"], lungs["left"]) >= 0.5)
-    return out
+    return [lung_mask(project([], NET_SIZE, np.random.default_rng(seed)).body, behind_heart=True) for seed in range(count)]
 
 
 def proportions(fits: pd.DataFrame) -> pd.DataFrame:

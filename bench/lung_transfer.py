@@ -74,16 +74,17 @@ def real_split(root: Path, size: int, out: Path, seed: int = 0) -> RealSplit:
     with open(root / "index.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     frontal = [row for row in rows if row["view"] != "L"]
-    cases = sorted({case_of(row["original_filename"]) for row in frontal})
+    film_cases = [case_of(row["original_filename"]) for row in frontal]
+    cases = sorted(set(film_cases))
     order = np.random.default_rng(seed).permutation(len(cases))
     test_cases: set[str] = set()
     for i in order:
-        if sum(case_of(row["original_filename"]) in test_cases for row in frontal) >= len(frontal) / 2:
+        if sum(case in test_cases for case in film_cases) >= len(frontal) / 2:
             break
         test_cases.add(cases[i])
     halves = {}
     for name in ("train", "test"):
-        keep = [row for row in frontal if (case_of(row["original_filename"]) in test_cases) == (name == "test")]
+        keep = [row for row, case in zip(frontal, film_cases, strict=True) if (case in test_cases) == (name == "test")]
         path = out / f"real-{name}.csv"
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle)
