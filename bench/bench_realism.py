@@ -2,6 +2,7 @@
 
 1. Renders a run with this checkout (the quickstart config at ``--size`` px with ``images.phantom`` from
    ``--phantom``, projection by default; plan + reports + images stages),
+   with ``--appearance``'s ranges if given (a ``synthvlp render calibrate`` fragment),
    then measures it against ``--real`` with the fixed protocol of ``synthvlp render realism`` (discriminator AUC
    over 5 seeds, distances beside real-vs-real) and writes the table, figures, interleaved sheet and the probes' block map to ``--out``.
 2. Times ``phantom.render`` (the projection renderer here) at ``--size`` px on one thread for this checkout and,
@@ -12,7 +13,7 @@
 
 Run from the repository root:
 
-    .venv/bin/python bench/bench_realism.py --real ../shared/data/nih-real-256 --out /tmp/realism [--peer-root DIR]
+    .venv/bin/python bench/bench_realism.py --real ../shared/data/nih-real-256 --out /tmp/realism [--peer-root DIR] [--appearance FRAGMENT]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
 from bench_render import PLANS, _entities  # the same six plans as the rendering benchmark (bench/ is on sys.path)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,10 +60,13 @@ def _speed(roots: dict[str, Path], size: int, images: int, rounds: int) -> dict[
     return totals
 
 
-def _render_run(out: Path, size: int, samples: int, renderer: str) -> float:
+def _render_run(out: Path, size: int, samples: int, renderer: str, appearance: Path | None) -> float:
     run = out / "run"
     command = [sys.executable, "-m", "synthvlp.cli", "run", "configs/quickstart.yaml", f"run.out_dir={run}",
                f"images.size={size}", f"images.phantom={renderer}", f"run.n_samples={samples}", "--stages", "plan,reports,images"]  # fmt: skip
+    if appearance is not None:
+        ranges = yaml.safe_load(appearance.read_text())["images"]["appearance"]
+        command.append(f"images.appearance={json.dumps(ranges)}")
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True)
     return time.perf_counter() - start
@@ -74,6 +79,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--phantom", choices=("projection", "classic"), default="projection", help="images.phantom of the measured run")
+    parser.add_argument("--appearance", type=Path, help="a `synthvlp render calibrate` fragment whose images.appearance the measured run uses")
     parser.add_argument("--peer-root", type=Path, help="a checkout of the peer renderer (e.g. the previous revision)")
     parser.add_argument("--speed-images", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
@@ -88,7 +94,7 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.skip_realism:
-        seconds = _render_run(args.out, args.size, args.samples, args.phantom)
+        seconds = _render_run(args.out, args.size, args.samples, args.phantom, args.appearance)
         print(f"rendered {args.samples} samples at {args.size} px (plan + reports + images stages) in {seconds:.0f} s")
         real, rendered = load_real(args.real, args.size), load_rendered(args.out / "run", args.size, args.samples)
         result = measure(real, rendered)

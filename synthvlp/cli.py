@@ -377,9 +377,11 @@ def render_calibrate(
     size: Annotated[int, typer.Option(min=32, help="Films are compared at size x size pixels.")] = 256,
     iterations: Annotated[int, typer.Option(min=1, help="Search steps (each develops FILMS films).")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the rendered patients, the real-film split and the search.")] = 0,
+    tone_levels: Annotated[int, typer.Option(min=0, help="Levels of the display look-up table fitted to the real films' histogram (0: none, ranges only).")] = 33,
 ) -> None:
-    """Fit the phantom's exposure and display ranges (histogram, noise, blur, exposure, window) to real films and
-    write them as a config fragment the renderer reads (images.appearance). Optional: the defaults need none."""
+    """Fit the phantom's exposure and display ranges (noise, blur, exposure, window) and a display look-up table
+    (histogram matching) to real films and write them as a config fragment the renderer reads
+    (images.appearance). Optional: the defaults need none."""
     import numpy as np
     from rich.progress import Progress
 
@@ -393,7 +395,8 @@ def render_calibrate(
         task = progress.add_task("calibrate", total=iterations)
         try:
             fit = calibrate(Films(training, np.zeros(len(training), bool), []), films, size, iterations, seed,
-                            progress=lambda step, best: progress.update(task, completed=step + 1, description=f"calibrate (objective {best:.2f})"))
+                            progress=lambda step, best: progress.update(task, completed=step + 1, description=f"calibrate (objective {best:.2f})"),
+                            tone_levels=tone_levels)
         except ValueError as exc:
             raise UserError(f"{real}: {exc}") from exc
     write_text_atomic(out, fragment(fit, str(real)))

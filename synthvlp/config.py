@@ -278,19 +278,22 @@ class ImagesSection(Section):
         description="Phantom renderer: 'classic' (painted 2D anatomy; what the quickstart's figures were measured on) "
         "or 'projection' (a projected 3D thorax with acquisition effects, closer to real films; docs/rendering.md).",
     )
-    appearance: dict[str, tuple[float, float]] = Field(
+    appearance: dict[str, list[float]] = Field(
         default_factory=dict,
-        description="Projection phantom's exposure and display ranges, {name: [low, high]}, overriding its defaults "
+        description="Projection phantom's exposure and display ranges, {name: [low, high]}, overriding its defaults, "
+        "and optionally its display look-up table, tone: [levels at evenly spaced film values 0..1] "
         "(names: synthvlp.generation.phantom.appearance.Appearance); `synthvlp render calibrate` writes them.",
     )
     diffusers: DiffusersSection = Field(default_factory=DiffusersSection)
 
     @field_validator("appearance")
     @classmethod
-    def _ranges_are_ordered(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
-        for name, (low, high) in value.items():
-            if low > high:
-                raise ValueError(f"{name}: low {low} is above high {high}")
+    def _values_do_not_decrease(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        """Every setting is a non-decreasing list: a range's [low, high], a look-up table's levels."""
+        for name, values in value.items():
+            for low, high in zip(values, values[1:]):
+                if low > high:
+                    raise ValueError(f"{name}: low {low} is above high {high}" if len(values) == 2 else f"{name}: levels must not decrease, {low} then {high}")
         return value
 
     @field_validator("backend")

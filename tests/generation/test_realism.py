@@ -135,6 +135,7 @@ def test_calibration_fits_ranges_and_writes_a_fragment_the_renderer_reads(tmp_pa
     fit = calibrate(real, films=20, size=32, iterations=6)
     assert fit.best <= fit.start and set(fit.terms) == set(NAMES)
     ranges = yaml.safe_load(fragment(fit, "toy films"))["images"]["appearance"]
+    assert len(ranges["tone"]) == 33 and len(set(ranges["tone"])) > 2
     assert Appearance.from_dict(ranges) == fit.appearance
     config = RunConfig.model_validate({"images": {"appearance": ranges}})
     assert phantom_appearance(config) == fit.appearance
@@ -149,6 +150,58 @@ def test_appearance_settings_are_checked():
         RunConfig.model_validate({"images": {"appearance": {"noise": [2.0, 1.0]}}})
     with pytest.raises(ConfigError, match="images.appearance: unknown appearance setting"):
         phantom_appearance(RunConfig.model_validate({"images": {"appearance": {"sparkle": [0.0, 1.0]}}}))
+    with pytest.raises(Exception, match="tone: levels must not decrease, 0.6 then 0.5"):
+        RunConfig.model_validate({"images": {"appearance": {"tone": [0.0, 0.6, 0.5, 1.0]}}})
+    with pytest.raises(ConfigError, match=r"tone: a look-up table is 2 or more non-decreasing levels in \[0, 1\]"):
+        phantom_appearance(RunConfig.model_validate({"images": {"appearance": {"tone": [0.0, 0.6, 1.2]}}}))
+    with pytest.raises(ConfigError, match=r"noise: a range is \[low, high\]"):
+        phantom_appearance(RunConfig.model_validate({"images": {"appearance": {"noise": [0.0, 0.01, 0.02]}}}))
+
+
+def test_tone_maps_film_levels_and_none_leaves_the_film_alone():
+    from synthvlp.generation.phantom.appearance import apply_tone
+
+    film = np.array([[0.0, 0.25], [0.75, 1.0]], dtype=np.float32)
+    assert apply_tone(film, ()) is film
+    assert np.allclose(apply_tone(film, (0.0, 0.5, 1.0)), film)
+    toned = apply_tone(film, (0.0, 0.0, 1.0))
+    assert toned.dtype == np.float32 and np.allclose(toned, [[0.0, 0.0], [0.5, 1.0]])
+
+
+def test_fitted_tone_undoes_a_monotone_distortion_of_the_histogram():
+    from synthvlp.generation.phantom.appearance import apply_tone
+    from synthvlp.generation.realism.calibrate import fit_tone
+    from synthvlp.generation.realism.distances import histograms
+
+    real, other = _films(9, 40), _films(10, 40)
+    distorted = other**2.5  # darker films: a different display curve of the same kind of films
+    tone = fit_tone(distorted, histograms(real).sum(axis=0), 33)
+    assert len(tone) == 33 and all(b >= a for a, b in zip(tone, tone[1:]))
+    before = distances(distorted, real)["histogram"]
+    after = distances(apply_tone(distorted, tone), real)["histogram"]
+    assert after < 0.15 * before, (before, after)
+    assert after < 2 * distances(other, real)["histogram"] + 1e-3  # about as close as undistorted films
+
+
+def test_develop_applies_the_tone_last_and_findings_stay_inside_their_masks():
+    """The look-up table works pixel by pixel on the finished film, so a finding still changes the film only
+    inside its mask and halo."""
+    from scipy.ndimage import binary_dilation
+
+    from synthvlp.generation import phantom
+    from synthvlp.generation.phantom.appearance import Appearance, apply_tone, halo
+
+    tone = (0.0, 0.02, 0.3, 0.7, 1.0)
+    effusion = [{"name": "pleural effusion", "category": "ABNORMALITY", "assertion": "present", "laterality": "left"}]
+    plain = phantom.project([], 64, np.random.default_rng(3))
+    sick = phantom.project(effusion, 64, np.random.default_rng(3))
+    toned = phantom.develop(sick, Appearance(tone=tone))
+    assert np.array_equal(toned, apply_tone(phantom.develop(sick, Appearance()), tone))
+    mask = np.asarray(sick.effects[0].shape) >= 0.5
+    reach = halo(64)
+    grown = binary_dilation(mask, np.ones((2 * reach + 1, 2 * reach + 1), bool))
+    changed = toned != phantom.develop(plain, Appearance(tone=tone))
+    assert changed[mask].any() and not changed[~grown].any()
 
 
 def test_calibrate_command_writes_a_fragment(tmp_path):

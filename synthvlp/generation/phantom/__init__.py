@@ -18,7 +18,7 @@ import numpy as np
 
 from synthvlp.generation.phantom.acquisition import burn_in, monitoring
 from synthvlp.generation.phantom.anatomy import Body, build_body, draw_anatomy
-from synthvlp.generation.phantom.appearance import Appearance, expose
+from synthvlp.generation.phantom.appearance import Appearance, apply_tone, expose
 from synthvlp.generation.phantom.composite import compose
 from synthvlp.generation.phantom.findings import Effect, draw
 from synthvlp.generation.phantom.memory import keep_heap
@@ -78,11 +78,13 @@ def project(entities: list[dict], size: int, rng: np.random.Generator, report_te
 
 
 def develop(projection: Projection, appearance: Appearance | None = None) -> np.ndarray:
-    """The film in [0, 1]: exposed and displayed with ``appearance``'s ranges, then markers and labels burnt in.
-    Draws from copies of the projection's generators, so developing twice gives the same film."""
+    """The film in [0, 1]: exposed and displayed with ``appearance``'s ranges, markers and labels burnt in, then
+    its look-up table applied (if any). Draws from copies of the projection's generators, so developing twice gives
+    the same film."""
     exposure_rng, labels_rng = (copy.deepcopy(r) for r in (projection.exposure_rng, projection.labels_rng))
-    film = expose(projection.attenuation, projection.plain, exposure_rng, appearance or Appearance())
-    return np.clip(burn_in(film, projection.body.anatomy, labels_rng), 0.0, 1.0)
+    settings = appearance or Appearance()
+    film = expose(projection.attenuation, projection.plain, exposure_rng, settings)
+    return apply_tone(np.clip(burn_in(film, projection.body.anatomy, labels_rng), 0.0, 1.0), settings.tone)
 
 
 def render(

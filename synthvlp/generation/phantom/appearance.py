@@ -7,7 +7,9 @@ on one exposure, but around what real departments produce):
    scatter-to-primary ratio, which lifts the dense mediastinum and flattens contrast as on film;
 2. quantum noise, larger where fewer photons arrive (sd ~ sqrt of the signal), then the detector's blur;
 3. the log of the signal (back to attenuation units), a large-scale equalisation (dynamic range compression);
-4. a window set from the patient's own attenuation range, a toe and a shoulder (the display curve), a floor.
+4. a window set from the patient's own attenuation range, a toe and a shoulder (the display curve), a floor;
+5. optionally a look-up table on the finished film (``tone``), as a vendor's processing maps detector values to
+   display values; ``synthvlp render calibrate`` fits it so the pooled histogram matches real films'.
 
 Everything that looks beyond a pixel (scatter, equalisation, the window) is computed from the anatomy without
 findings (``plain``), so a finding changes the film only where it is drawn plus the detector blur's reach
@@ -44,15 +46,34 @@ class Appearance:
     gamma: tuple[float, float] = (0.4, 1.972)  # display toe (<1 lifts the darks)
     shoulder: tuple[float, float] = (0.208, 2.208)  # display shoulder (compresses the brights)
     floor: tuple[float, float] = (0.032, 0.082)  # film value where nothing attenuates
+    tone: tuple[float, ...] = ()  # display levels at evenly spaced film levels 0..1 (empty: none); not a range
 
     @classmethod
     def from_dict(cls, values: dict) -> Appearance:
-        """From ``{name: [low, high]}``; unknown names are an error naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        """From ``{name: [low, high], "tone": [levels...]}``; unknown names, a range that is not a pair and a
+        look-up table that falls or leaves [0, 1] are errors naming them."""
+        unknown = sorted(set(values) - set(RANGES) - {"tone"})
         if unknown:
-            raise ValueError(f"unknown appearance setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**{k: (float(v[0]), float(v[1])) for k, v in values.items()})
+            raise ValueError(f"unknown appearance setting(s) {unknown}; known: {sorted(RANGES + ('tone',))}")
+        for name in set(values) & set(RANGES):
+            if len(values[name]) != 2:
+                raise ValueError(f"{name}: a range is [low, high], got {list(values[name])}")
+        tone = tuple(float(v) for v in values.get("tone", ()))
+        if tone and (len(tone) < 2 or min(tone) < 0.0 or max(tone) > 1.0 or any(b < a for a, b in zip(tone, tone[1:]))):
+            raise ValueError(f"tone: a look-up table is 2 or more non-decreasing levels in [0, 1], got {list(tone)}")
+        return cls(**{k: (float(v[0]), float(v[1])) for k, v in values.items() if k != "tone"}, tone=tone)
+
+
+RANGES = tuple(f.name for f in fields(Appearance) if f.name != "tone")
+"""The settings drawn per film from a (low, high) range, in the order they are drawn."""
+
+
+def apply_tone(film: np.ndarray, tone: tuple[float, ...]) -> np.ndarray:
+    """``film`` (values in [0, 1]) through the look-up table ``tone``, linear between its evenly spaced levels."""
+    if not tone:
+        return film
+    levels = np.linspace(0.0, 1.0, len(tone), dtype=np.float32)
+    return np.interp(film, levels, np.asarray(tone, dtype=np.float32)).astype(film.dtype, copy=False)
 
 
 def halo(size: int, settings: Appearance = Appearance()) -> int:
@@ -83,7 +104,7 @@ def _upsample(small: np.ndarray, size: int) -> np.ndarray:
 def expose(attenuation: np.ndarray, plain: np.ndarray, rng: np.random.Generator, settings: Appearance = Appearance()) -> np.ndarray:
     """Film in [0, 1] of ``attenuation`` (the whole composite); ``plain`` is the same patient without findings."""
     size = attenuation.shape[0]
-    draws = {f.name: _draw(rng, getattr(settings, f.name)) for f in fields(settings)}
+    draws = {name: _draw(rng, getattr(settings, name)) for name in RANGES}
     k = draws["exposure"]
     # what is smooth (scatter, the equalisation trend, the window) is worked out on the coarse grid, from ``plain``
     transmitted = np.exp(-k * _coarse(plain, COARSE))

@@ -8,19 +8,23 @@ divided by the same distance between as many real films and the rest: 3.0 would 
 real films as they are to each other. A compass
 search moves each range's low and high end in turn within plausible limits, halving its step after a sweep that
 improves nothing, until the step is small or the evaluations are spent.
+
+With ``tone_levels`` > 0 every candidate's films also get a display look-up table (``Appearance.tone``) fitted in
+closed form, histogram matching: each evenly spaced film level goes to the real films' quantile at the rendered
+films' share below it. The search then moves the ranges for what a look-up table cannot fix (spectrum, contrast).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import yaml
 
 from synthvlp.generation import phantom
-from synthvlp.generation.phantom.appearance import Appearance
-from synthvlp.generation.realism.distances import NAMES, between, features
+from synthvlp.generation.phantom.appearance import RANGES, Appearance, apply_tone
+from synthvlp.generation.realism.distances import BINS, NAMES, between, features, histograms
 from synthvlp.generation.realism.films import Films
 
 LIMITS = {
@@ -37,6 +41,9 @@ LIMITS = {
     "floor": (0.0, 0.2),
 }
 """The box each range must stay in: beyond it a film stops looking like an exposure at all."""
+TONE_LEVELS = 33
+"""Levels of the fitted look-up table: every 1/32 of the film range (finer ones match the fitting films' histogram
+more closely, not the held-out films')."""
 FINDINGS = ("cardiomegaly", "pleural effusion", "pneumothorax", "consolidation", "pulmonary edema", "atelectasis", "nodule", "emphysema")
 
 
@@ -62,21 +69,33 @@ def sample_projections(count: int, size: int, seed: int = 0) -> list[phantom.Pro
 
 
 def _vector(appearance: Appearance) -> np.ndarray:
-    """Ranges as one vector in [0, 1]^(2 x fields), each end scaled to its limits."""
+    """Ranges as one vector in [0, 1]^(2 x ranges), each end scaled to its limits."""
     out = []
-    for f in fields(Appearance):
-        low, high = LIMITS[f.name]
-        out += [(v - low) / (high - low) for v in getattr(appearance, f.name)]
+    for name in RANGES:
+        low, high = LIMITS[name]
+        out += [(v - low) / (high - low) for v in getattr(appearance, name)]
     return np.array(out)
 
 
-def _appearance(vector: np.ndarray) -> Appearance:
+def _appearance(vector: np.ndarray, tone: tuple[float, ...] = ()) -> Appearance:
     values = {}
-    for i, f in enumerate(fields(Appearance)):
-        low, high = LIMITS[f.name]
+    for i, name in enumerate(RANGES):
+        low, high = LIMITS[name]
         ends = np.round(np.clip(vector[2 * i : 2 * i + 2], 0.0, 1.0) * (high - low) + low, 4)  # as the fragment writes them
-        values[f.name] = (float(min(ends)), float(max(ends)))
-    return Appearance(**values)
+        values[name] = (float(min(ends)), float(max(ends)))
+    return Appearance(**values, tone=tone)
+
+
+def fit_tone(rendered: np.ndarray, real_histogram: np.ndarray, levels: int) -> tuple[float, ...]:
+    """A look-up table of ``levels`` evenly spaced film values mapping the pooled histogram of ``rendered`` onto
+    ``real_histogram`` (pixel counts in ``BINS`` bins over [0, 1]): level x goes to the real quantile at the
+    rendered films' share below x. Non-decreasing by construction; rounded as the fragment writes it."""
+    edges = np.linspace(0.0, 1.0, BINS + 1)
+    rendered_cdf = np.concatenate([[0.0], np.cumsum(histograms(rendered).sum(axis=0))])
+    real_cdf = np.concatenate([[0.0], np.cumsum(real_histogram)])
+    share = np.interp(np.linspace(0.0, 1.0, levels), edges, rendered_cdf / rendered_cdf[-1])
+    quantile = np.interp(share, real_cdf / real_cdf[-1], edges)  # flat stretches of the real CDF: its first edge
+    return tuple(float(v) for v in np.maximum.accumulate(np.round(quantile, 4)))
 
 
 def calibrate(
@@ -87,9 +106,13 @@ def calibrate(
     seed: int = 0,
     start: Appearance = Appearance(),
     progress: Callable[[int, float], None] = lambda step, best: None,
+    tone_levels: int = TONE_LEVELS,
 ) -> Fit:
-    """Fit ``Appearance`` ranges so ``films`` rendered films match the real ones. Each distance is divided by its
-    floor: the mean distance between ``films`` real films and the rest, over 10 random draws."""
+    """Fit ``Appearance`` ranges so ``films`` rendered films match the real ones, and with ``tone_levels`` > 0 a
+    look-up table of that many levels (``fit_tone``) for each candidate. Each distance is divided by its floor:
+    the mean distance between ``films`` real films and the rest, over 10 random draws."""
+    if tone_levels == 1 or tone_levels < 0:
+        raise ValueError(f"a look-up table needs at least 2 levels (or 0 for none), got {tone_levels}")
     count = len(real.images)
     if count < 40:
         raise ValueError(f"calibration needs at least 40 real (training) films, got {count}")
@@ -103,13 +126,17 @@ def calibrate(
             floors[name] += max(value, 1e-9) / 10
     projections = sample_projections(films, size, seed)
 
-    def score(vector: np.ndarray) -> tuple[float, dict[str, float]]:
+    real_histogram = target["histogram"].sum(axis=0)
+
+    def score(vector: np.ndarray) -> tuple[float, dict[str, float], tuple[float, ...]]:
         rendered = np.stack([phantom.develop(p, _appearance(vector)) for p in projections]).astype(np.float32)
+        tone = fit_tone(rendered, real_histogram, tone_levels) if tone_levels else ()
+        rendered = apply_tone(rendered, tone)
         terms = {name: value / floors[name] for name, value in between(features(rendered), target).items()}
-        return float(sum(terms.values())), terms
+        return float(sum(terms.values())), terms, tone
 
     best = _vector(start)
-    best_score, best_terms = score(best)
+    best_score, best_terms, best_tone = score(best)
     start_score, step, evaluations = best_score, 0.16, 0
     while evaluations < iterations and step > 0.01:
         improved = False
@@ -117,11 +144,11 @@ def calibrate(
             for sign in (1.0, -1.0):
                 candidate = best.copy()
                 candidate[index] = np.clip(candidate[index] + sign * step, 0.0, 1.0)
-                value, terms = score(candidate)
+                value, terms, tone = score(candidate)
                 evaluations += 1
                 progress(evaluations, min(value, best_score))
                 if value < best_score:
-                    best, best_score, best_terms, improved = candidate, value, terms, True
+                    best, best_score, best_terms, best_tone, improved = candidate, value, terms, tone, True
                     break
                 if evaluations >= iterations:
                     break
@@ -129,12 +156,15 @@ def calibrate(
                 break
         if not improved:
             step /= 2
-    return Fit(_appearance(best), start_score, best_score, best_terms, floors, films)
+    return Fit(_appearance(best, best_tone), start_score, best_score, best_terms, floors, films)
 
 
 def fragment(fit: Fit, source: str) -> str:
-    """The fitted ranges as a config fragment to paste into a run config (``images.appearance``)."""
-    ranges = {f.name: list(getattr(fit.appearance, f.name)) for f in fields(Appearance)}
+    """The fitted ranges (and look-up table, if fitted) as a config fragment to paste into a run config
+    (``images.appearance``)."""
+    ranges = {name: list(getattr(fit.appearance, name)) for name in RANGES}
+    if fit.appearance.tone:
+        ranges["tone"] = list(fit.appearance.tone)
     terms = ", ".join(f"{k} {v:.2f}x" for k, v in fit.terms.items())
     header = (
         f"# synthvlp render calibrate: phantom appearance fitted to {fit.films} real films of {source}\n"
