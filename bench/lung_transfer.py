@@ -157,11 +157,12 @@ def augment(images: torch.Tensor, masks: torch.Tensor, gen: torch.Generator) -> 
     images = images.clamp(0, 1) ** uniform(0.6, 1.6).view(view)
     images = (images * uniform(0.7, 1.3).view(view) + uniform(-0.15, 0.15).view(view)).clamp(0, 1)
     sigma = float(uniform(0.0, size / 64)[0]) + 1e-3  # one blur width per batch: a single separable kernel
-    taps = torch.arange(-3, 4, dtype=torch.float32)
+    reach = max(3, int(3 * sigma))  # three sigmas: 3 taps either side up to 64 px, more above
+    taps = torch.arange(-reach, reach + 1, dtype=torch.float32)
     kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
     kernel = kernel / kernel.sum()
-    images = F.conv2d(F.pad(images, (3, 3, 0, 0), mode="replicate"), kernel.view(1, 1, 1, 7))
-    images = F.conv2d(F.pad(images, (0, 0, 3, 3), mode="replicate"), kernel.view(1, 1, 7, 1))
+    images = F.conv2d(F.pad(images, (reach, reach, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    images = F.conv2d(F.pad(images, (0, 0, reach, reach), mode="replicate"), kernel.view(1, 1, -1, 1))
     images = images + uniform(0.0, 0.04).view(view) * torch.randn(images.shape, generator=gen)
     return images, masks
 
