@@ -63,6 +63,11 @@ class Appearance:
             raise ValueError(f"tone: a look-up table is 2 or more non-decreasing levels in [0, 1], got {list(tone)}")
         return cls(**{k: (float(v[0]), float(v[1])) for k, v in values.items() if k != "tone"}, tone=tone)
 
+    def as_dict(self) -> dict[str, list[float]]:
+        """The settings as ``from_dict`` reads them: every range, then the look-up table if there is one."""
+        out = {name: list(getattr(self, name)) for name in RANGES}
+        return out | ({"tone": list(self.tone)} if self.tone else {})
+
 
 RANGES = tuple(f.name for f in fields(Appearance) if f.name != "tone")
 """The settings drawn per film from a (low, high) range, in the order they are drawn."""

@@ -162,9 +162,7 @@ def calibrate(
 def fragment(fit: Fit, source: str) -> str:
     """The fitted ranges (and look-up table, if fitted) as a config fragment to paste into a run config
     (``images.appearance``)."""
-    ranges = {name: list(getattr(fit.appearance, name)) for name in RANGES}
-    if fit.appearance.tone:
-        ranges["tone"] = list(fit.appearance.tone)
+    ranges = fit.appearance.as_dict()
     terms = ", ".join(f"{k} {v:.2f}x" for k, v in fit.terms.items())
     header = (
         f"# synthvlp render calibrate: phantom appearance fitted to {fit.films} real films of {source}\n"
