@@ -291,6 +291,8 @@ class ImagesSection(Section):
     def _values_do_not_decrease(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
         """Every setting is a non-decreasing list: a range's [low, high], a look-up table's levels."""
         for name, values in value.items():
+            if name != "tone" and len(values) != 2:
+                raise ValueError(f"{name}: a range is [low, high], got {values}")
             for low, high in zip(values, values[1:]):
                 if low > high:
                     raise ValueError(f"{name}: low {low} is above high {high}" if len(values) == 2 else f"{name}: levels must not decrease, {low} then {high}")
