@@ -642,6 +642,7 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (default: torch's choice; 1-2 on a busy machine).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
+    floor_seed: Annotated[int | None, typer.Option(help="Also score a randomly initialised model of the checkpoint's architecture, built with this seed: the random-init floor, in the table's 'random init AUC' column and zeroshot_floor.csv (a run's evaluate stage scores it with the run's seed).")] = None,
 ) -> None:
     """Zero-shot classification, and grounding where the benchmark has boxes or masks, of a checkpoint on a real benchmark: results.md, zeroshot.csv with 95% CIs, ROC curves, grounding.csv and overlays.
 
@@ -662,7 +663,7 @@ def evaluate(
     settings, source = _evaluate_settings(checkpoint, config, prompts, bootstrap)
     if source is not None:
         console.print(f"evaluate settings (prompts, bootstrap, grounding) from {source}")
-    evaluation = CheckpointEvaluation.load(checkpoint, settings, seed, _evaluate_bar, console.print, batch_size=batch_size)
+    evaluation = CheckpointEvaluation.load(checkpoint, settings, seed, _evaluate_bar, console.print, floor_seed=floor_seed, batch_size=batch_size)
     labelled = load_benchmark(benchmark, path, **_adapter_options(benchmark, images, option))
     if split is not None:
         labelled = labelled.only_split(split)

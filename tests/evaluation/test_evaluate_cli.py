@@ -98,3 +98,26 @@ def test_generic_csv_is_named_after_itself_and_prompts_apply(checkpoint, nih, tm
     prompts.write_text(yaml.safe_dump({"positive_prompts": ["nothing to fill"]}))
     bad = _evaluate(checkpoint, "--benchmark", "generic", "--data", str(table), "--images", str(images), "--prompts", str(prompts))
     assert isinstance(bad.exception, UserError) and "no {name} placeholder" in str(bad.exception)
+
+
+def test_floor_seed_scores_a_random_init_model_beside_the_checkpoint(checkpoint, nih, tmp_path):
+    """The floor is seeded (a rerun gives the same AUCs), shown in the table beside the checkpoint's, and gone after
+    a rerun without it, so no old floor is read as this run's."""
+    labels, images = nih
+
+    def floor_aucs(out: str) -> dict[str, float]:
+        result = _evaluate(checkpoint, "--benchmark", "nih", "--data", str(labels), "--images", str(images),
+                           "--classes", "Effusion,cardiomegaly", "--out", str(tmp_path / out), "--floor-seed", "7")
+        assert result.exit_code == 0, result.output
+        with open(tmp_path / out / "nih" / "zeroshot_floor.csv") as handle:
+            return {row["name"]: float(row["auc"]) for row in csv.DictReader(handle)}
+
+    floor = floor_aucs("out")
+    assert list(floor) == ["pleural effusion", "cardiomegaly"] and floor == floor_aucs("again")
+    with open(tmp_path / "out" / "nih" / "zeroshot.csv") as handle:
+        scored = {row["name"]: float(row["auc"]) for row in csv.DictReader(handle)}
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert f"| pleural effusion | 4 | 4 | {scored['pleural effusion']:.3f} | {floor['pleural effusion']:.3f} |" in table
+    without = _evaluate(checkpoint, "--benchmark", "nih", "--data", str(labels), "--images", str(images),
+                        "--classes", "Effusion", "--out", str(tmp_path / "out"))
+    assert without.exit_code == 0 and not (tmp_path / "out" / "nih" / "zeroshot_floor.csv").exists()
