@@ -17,7 +17,7 @@ of the difference and its p), and each later recipe against the first, seed by s
 its 95% t-interval, how many seeds are higher and the exact two-sided sign-flip p (every assignment of signs to
 the paired differences).
 
-Scores are cached under ``--out/scores/<recipe>/<run>/`` and ``--out/floors/seed-<k>/`` (a rerun rescoring
+Scores are cached under ``--out/scores/<recipe>/<run>/`` and ``--out/floors/<model>/seed-<k>/`` (a rerun rescoring
 nothing already scored); the table goes to ``--out/transfer.md``. A run of a seed the first recipe lacks is
 scored but not paired. Run from the repository root (about 25 s a run and 6 s a floor on one busy core):
 
@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    floor = floor_scores(Path(args.recipe[0][1]), args.real, args.benchmark, args.split, range(args.floor_seeds), args.out / "floors")
+    model = yaml.safe_load((Path(args.recipe[0][1]) / "config.yaml").read_text())["pretrain"]["model"]
+    floor = floor_scores(Path(args.recipe[0][1]), args.real, args.benchmark, args.split, range(args.floor_seeds), args.out / "floors" / model)
     text = report(recipes, floor)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "transfer.md").write_text(text)

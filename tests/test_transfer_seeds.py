@@ -62,6 +62,6 @@ def test_a_run_is_scored_beside_a_floor_and_cached(tmp_path):
     assert main(argv) == 0
     text = (out / "transfer.md").read_text()
     assert "| pleural effusion |" in text and "| tiny | " in text and "random-init floor (3 seeds)" in text
-    assert sorted(p.name for p in (out / "floors").iterdir()) == ["seed-0", "seed-1", "seed-2"]
+    assert sorted(p.name for p in (out / "floors" / "synthvlp-tiny").iterdir()) == ["seed-0", "seed-1", "seed-2"]
     (run / "pretrain" / "checkpoint.pt").unlink()  # a rerun reads the cached scores, not the checkpoint
     assert main(argv) == 0 and (out / "transfer.md").read_text() == text
