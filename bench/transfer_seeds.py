@@ -99,14 +99,14 @@ def score(run: Path, real: Path, benchmark: str, split: str | None, folder: Path
 
 def floor_scores(run: Path, real: Path, benchmark: str, split: str | None, seeds: range, folder: Path) -> list[Scores]:
     """Random-init models of ``run``'s architecture, one per seed, scored on ``real`` with the run's evaluate
-    settings (grounding off: only the AUCs are read), each cached in ``folder/seed-<k>``."""
+    settings (no grounding or bootstrap: only the AUCs are read), each cached in ``folder/seed-<k>``."""
     from synthvlp.checkpoints import ClipCheckpoint, load
     from synthvlp.config import load_config
     from synthvlp.evaluation.benchmarks import load_benchmark
     from synthvlp.evaluation.harness import evaluate_set
     from synthvlp.evaluation.inference import ImageTextEngine
 
-    settings = load_config(run / "config.yaml").evaluate.model_copy(update={"grounding": False})
+    settings = load_config(run / "config.yaml").evaluate.model_copy(update={"grounding": False, "bootstrap": 0})
     record, labelled = None, None
     for seed in seeds:
         out = folder / f"seed-{seed}"
