@@ -142,8 +142,13 @@ def report(recipes: dict[str, list[Scores]], floor: list[Scores]) -> str:
     lines += ["", "| recipe | mean AUC (95% t-interval over seeds) | above the floor's mean (Welch 95% interval) | Welch p |",
               "|---|---|---|---:|"]
     for n in names:
-        mean, low, high = t_interval([s.mean for s in recipes[n]])
-        gap = above_floor([s.mean for s in recipes[n]], floor_means)
+        means = [s.mean for s in recipes[n]]
+        if len(means) < 2:  # no spread to test: say where the one run falls among the floor's seeds
+            below = np.mean(np.array(floor_means) < means[0])
+            lines.append(f"| {n} | {means[0]:.3f} (one seed) | {means[0] - np.mean(floor_means):+.3f} (above {below:.0%} of the floor's seeds) | - |")
+            continue
+        mean, low, high = t_interval(means)
+        gap = above_floor(means, floor_means)
         lines.append(f"| {n} | {mean:.3f} ({low:.3f}-{high:.3f}) | {gap['mean']:+.3f} ({gap['low']:+.3f} to {gap['high']:+.3f}) | {gap['p']:.3f} |")
     first = {s.seed: s for s in recipes[names[0]]}
     pairs = [(n, [s for s in recipes[n] if s.seed in first]) for n in names[1:]]

@@ -41,6 +41,8 @@ def test_report_pairs_recipes_by_seed():
     text = report({"a": [scores(1, 0.6), scores(2, 0.7)], "b": [scores(2, 0.8), scores(1, 0.7), scores(9, 0.1)]}, floor)
     assert "| nodule | 0.650 | 0.533 | 0.500 (0.490-0.510) |" in text and "random-init floor (6 seeds)" in text
     assert "| b | +0.100 (" in text and "| 2 of 2 | 0.500 |" in text  # seed 9 has no partner in a
+    alone = report({"a": [scores(1, 0.6), scores(2, 0.7)], "one": [scores(0, 0.505)]}, floor)
+    assert "| one | 0.505 (one seed) | +0.005 (above 67% of the floor's seeds) | - |" in alone
 
 
 def test_a_run_is_scored_beside_a_floor_and_cached(tmp_path):
