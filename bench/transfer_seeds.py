@@ -28,9 +28,7 @@ scored but not paired. Run from the repository root (about 25 s a run and 6 s a 
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
-import json
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -42,7 +40,7 @@ from scipy import stats
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from synthvlp.evaluation.harness import t_interval  # noqa: E402
+from synthvlp.evaluation.harness import benchmark_folders, mean_auc, read_csv, t_interval  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -71,25 +69,23 @@ def above_floor(trained: list[float], floor: list[float]) -> dict[str, float]:
     return {"mean": float(np.mean(trained) - np.mean(floor)), "low": float(low), "high": float(high), "p": float(test.pvalue)}
 
 
-def run_seed(run: Path) -> int:
-    """The seed a run trained with, from the config it saved."""
+def run_config(run: Path) -> dict:
+    """The config a run saved (its seed and model are read from it)."""
     config = run / "config.yaml"
     if not config.is_file():
         raise SystemExit(f"{run}: no config.yaml; give run folders (each with pretrain/checkpoint.pt)")
-    return int(yaml.safe_load(config.read_text())["run"]["seed"])
+    return yaml.safe_load(config.read_text())
 
 
 def read_scores(folder: Path, seed: int) -> Scores:
     """The scores ``synthvlp evaluate`` (or ``evaluate_set``) wrote into ``folder``'s one benchmark folder."""
-    [table] = [p.parent for p in folder.glob("*/zeroshot.csv")]
-    with open(table / "zeroshot.csv", newline="") as handle:
-        auc = {row["name"]: float(row["auc"]) for row in csv.DictReader(handle)}
-    return Scores(seed, auc, json.loads((table / "summary.json").read_text())["mean_auc"])
+    [table] = benchmark_folders(folder)
+    return Scores(seed, {row["name"]: float(row["auc"]) for row in read_csv(table / "zeroshot.csv")}, mean_auc(table)[0])
 
 
-def score(run: Path, real: Path, benchmark: str, split: str | None, folder: Path, threads: int) -> Scores:
-    """The run's checkpoint scored on ``real`` by ``synthvlp evaluate`` (cached in ``folder``)."""
-    seed = run_seed(run)
+def score(run: Path, seed: int, real: Path, benchmark: str, split: str | None, folder: Path, threads: int) -> Scores:
+    """The checkpoint of ``run`` (trained with ``seed``) scored on ``real`` by ``synthvlp evaluate`` (cached in
+    ``folder``)."""
     if not (folder / "results.md").is_file():
         command = [sys.executable, "-m", "synthvlp.cli", "evaluate", str(run / "pretrain" / "checkpoint.pt"), "--benchmark", benchmark,
                    "--data", str(real), "--out", str(folder), "--seed", str(seed), "--threads", str(threads)]
@@ -175,21 +171,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.floor_seeds < 2:
         parser.error("--floor-seeds: at least 2, for a spread")
     recipes: dict[str, list[Scores]] = {}
+    model: str | None = None  # the first run's, the floor's architecture
     for name, *runs in args.recipe:
         if not runs:
             parser.error(f"--recipe {name}: give its run folders after the name")
-        if len({Path(run).name for run in runs}) < len(runs) or len({run_seed(Path(run)) for run in runs}) < len(runs):
+        configs = [run_config(Path(run)) for run in runs]
+        seeds = [int(config["run"]["seed"]) for config in configs]
+        if len({Path(run).name for run in runs}) < len(runs) or len(set(seeds)) < len(runs):
             parser.error(f"--recipe {name}: two of its runs share a folder name or a seed; give one run per seed")
-        models = {yaml.safe_load((Path(run) / "config.yaml").read_text())["pretrain"]["model"] for run in runs}
-        if models != {yaml.safe_load((Path(args.recipe[0][1]) / "config.yaml").read_text())["pretrain"]["model"]}:
+        models = {config["pretrain"]["model"] for config in configs}
+        model = model or configs[0]["pretrain"]["model"]
+        if models != {model}:
             parser.error(f"--recipe {name}: its runs train {sorted(models)}; every run must train the first run's model, the floor's architecture")
-        recipes[name] = [score(Path(run), args.real, args.benchmark, args.split, args.out / "scores" / name / Path(run).name, args.threads)
-                         for run in runs]
+        recipes[name] = [score(Path(run), seed, args.real, args.benchmark, args.split, args.out / "scores" / name / Path(run).name, args.threads)
+                         for run, seed in zip(runs, seeds, strict=True)]
         print(f"{name}: scored {len(runs)} runs", flush=True)
     import torch
 
     torch.set_num_threads(args.threads)
-    model = yaml.safe_load((Path(args.recipe[0][1]) / "config.yaml").read_text())["pretrain"]["model"]
     floor = floor_scores(Path(args.recipe[0][1]), args.real, args.benchmark, args.split, range(args.floor_seeds), args.out / "floors" / model)
     text = report(recipes, floor)
     args.out.mkdir(parents=True, exist_ok=True)
