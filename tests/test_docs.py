@@ -62,7 +62,7 @@ def test_documented_command_exists_with_its_options(guide, argv):
     assert used <= known, f"{guide}: synthvlp {' '.join(argv)}: {sorted(used - known)} not options of {command.name}"
     for word in rest:
         if word.startswith("configs/") and word.endswith(".yaml"):
-            assert (REPO / word).is_file() or "syncxr" in word, f"{guide}: {word} does not exist"
+            assert (REPO / word).is_file(), f"{guide}: {word} does not exist"
 
 
 JOURNEY = [
