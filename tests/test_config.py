@@ -90,8 +90,9 @@ def test_extends_cycles_and_missing_bases_are_named(tmp_path):
 @pytest.mark.parametrize("path", sorted(p.relative_to(REPO) for p in (REPO / "configs").rglob("*.yaml") if p.name != "rasd-2d.yaml" and not p.name.startswith("render-")))
 def test_every_shipped_run_config_loads(path):
     config = load_config(REPO / path)
-    if path.parent.name == "syncxr" and path.name != "base.yaml":  # the table's recipes share the base's training
+    if path.parent.name == "syncxr" and path.name != "base.yaml":  # the table's recipes share the base's training and renderer
         assert (config.pretrain.model, config.pretrain.max_steps, config.pretrain.targets) == ("synthvlp-cnn-tiny", 500, "labels")
+        assert config.images.phantom == "projection"
         assert str(config.run.out_dir).startswith("runs/syncxr/")
 
 
