@@ -18,7 +18,8 @@ its 95% t-interval, how many seeds are higher and the exact two-sided sign-flip 
 the paired differences).
 
 Scores are cached under ``--out/scores/<recipe>/<run>/`` and ``--out/floors/<model>/seed-<k>/`` (a rerun rescoring
-nothing already scored); the table goes to ``--out/transfer.md``. A run of a seed the first recipe lacks is
+nothing already scored); the table goes to ``--out/transfer.md`` and a strip plot of every model's mean AUC
+(each recipe's seeds beside the floor's) to ``--out/transfer.png``. A run of a seed the first recipe lacks is
 scored but not paired. Run from the repository root (about 25 s a run and 6 s a floor on one busy core):
 
     PYTHONPATH=$PWD .venv/bin/python bench/transfer_seeds.py --real ../shared/data/nih-real-256 --out bench/out/transfer \\
@@ -157,6 +158,35 @@ def report(recipes: dict[str, list[Scores]], floor: list[Scores]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(recipes: dict[str, list[Scores]], floor: list[Scores], path: Path, title: str) -> None:
+    """Every model's mean AUC as a point, one column per recipe and one for the floor, with each column's mean and
+    95% t-interval over seeds as a bar: whether a recipe's seeds sit above the floor's spread reads at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from synthvlp.store import atomic_open
+
+    columns = [*recipes.items(), (f"random init\n({len(floor)} seeds)", floor)]
+    figure, axis = plt.subplots(figsize=(1.3 * len(columns) + 1.5, 4))
+    jitter = np.random.default_rng(0)
+    for x, (name, scores) in enumerate(columns):
+        means = [s.mean for s in scores]
+        colour = "grey" if x == len(columns) - 1 else f"C{x}"
+        axis.scatter(x + jitter.uniform(-0.12, 0.12, len(means)), means, s=14, color=colour, alpha=0.7, zorder=2)
+        if len(means) > 1:
+            mean, low, high = t_interval(means)
+            axis.errorbar(x + 0.25, mean, yerr=[[mean - low], [high - mean]], fmt="o", color="black", capsize=4, zorder=3)
+    axis.axhline(0.5, color="black", linestyle="--", linewidth=0.8)
+    axis.set_xticks(range(len(columns)), [name for name, _ in columns])
+    axis.set(ylabel="mean zero-shot AUC over classes", title=title)
+    figure.tight_layout()
+    with atomic_open(path, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=110)
+    plt.close(figure)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", nargs="+", action="append", required=True, metavar=("NAME", "RUN"),
@@ -193,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(recipes, floor)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "transfer.md").write_text(text)
+    plot(recipes, floor, args.out / "transfer.png", f"Zero-shot on {args.real.name}{f' ({args.split})' if args.split else ''}: each point a model")
     print(text)
     return 0
 

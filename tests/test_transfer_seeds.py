@@ -65,5 +65,6 @@ def test_a_run_is_scored_beside_a_floor_and_cached(tmp_path):
     text = (out / "transfer.md").read_text()
     assert "| pleural effusion |" in text and "| tiny | " in text and "random-init floor (3 seeds)" in text
     assert sorted(p.name for p in (out / "floors" / "synthvlp-tiny").iterdir()) == ["seed-0", "seed-1", "seed-2"]
+    assert Image.open(out / "transfer.png").size[0] > 200  # the strip plot: one column for the run, one for the floor
     (run / "pretrain" / "checkpoint.pt").unlink()  # a rerun reads the cached scores, not the checkpoint
     assert main(argv) == 0 and (out / "transfer.md").read_text() == text
