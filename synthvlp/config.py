@@ -276,8 +276,8 @@ class ImagesSection(Section):
     phantom: Literal["classic", "projection"] = Field(
         "classic",
         description="Phantom renderer: 'classic' (painted 2D anatomy; what the quickstart's figures were measured on) "
-        "or 'projection' (a projected 3D thorax with acquisition effects, closer to real films, and what the SynCXR "
-        "recipes train on: models learn more from it that carries to real films; docs/rendering.md).",
+        "or 'projection' (a projected 3D thorax with acquisition effects, closer to real films; the SynCXR recipes "
+        "use it, since what a model learns from it carries better to real films; docs/rendering.md).",
     )
     appearance: dict[str, list[float]] = Field(
         default_factory=dict,
