@@ -166,7 +166,7 @@ def plot(recipes: dict[str, list[Scores]], floor: list[Scores], path: Path, titl
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from synthvlp.store import atomic_open
+    from synthvlp.store import save_png
 
     columns = [*recipes.items(), (f"random init\n({len(floor)} seeds)", floor)]
     figure, axis = plt.subplots(figsize=(1.3 * len(columns) + 1.5, 4))
@@ -182,9 +182,7 @@ def plot(recipes: dict[str, list[Scores]], floor: list[Scores], path: Path, titl
     axis.set_xticks(range(len(columns)), [name for name, _ in columns])
     axis.set(ylabel="mean zero-shot AUC over classes", title=title)
     figure.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        figure.savefig(handle, format="png", dpi=110)
-    plt.close(figure)
+    save_png(figure, path)
 
 
 def main(argv: list[str] | None = None) -> int:

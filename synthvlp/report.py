@@ -16,20 +16,12 @@ import numpy as np
 
 from synthvlp.config import RunConfig
 from synthvlp.runfolder import RunLayout
-from synthvlp.store import atomic_open, write_text_atomic
+from synthvlp.store import save_png, write_text_atomic
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from synthvlp.entities import EntityExtractor
-
-
-def _save(figure, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_open(path, "wb") as handle:
-        figure.savefig(handle, format="png", dpi=110)
-    plt.close(figure)
 
 
 def _plt():
@@ -91,7 +83,7 @@ def _plan_section(rows: list[dict], plot: Path, config: RunConfig, extractor: Ca
     axis.tick_params(axis="y", labelsize=7)
     axis.set(xlabel="share of statements", title="Planned entities vs source corpus")
     figure.tight_layout()
-    _save(figure, plot)
+    save_png(figure, plot)
     lines = ["## Plan", "", f"{len(rows)} samples: {splits.get('train', 0)} train, {splits.get('test', 0)} test; {normal} with no abnormal finding.", ""]
     lines += ["| distribution | items seen | missing | gini | imbalance ratio |", "|---|---|---|---|---|"]
     for label, counts in (("source corpus", source), ("plan", planned)):
@@ -124,7 +116,7 @@ def _reports_section(rows: list[dict], plot: Path) -> list[str]:
     axis.bar([str(k) for k in keys], [attempts[k] for k in keys])
     axis.set(xlabel="attempts", ylabel="reports", title="Attempts per report")
     figure.tight_layout()
-    _save(figure, plot)
+    save_png(figure, plot)
     lines = [
         "## Reports",
         "",
@@ -217,7 +209,7 @@ def _balance_section(rows: list[dict], plot: Path, targets_path: Path, settings)
     axis.set(ylabel="train samples", title="Findings before and after balancing")
     axis.legend()
     figure.tight_layout()
-    _save(figure, plot)
+    save_png(figure, plot)
     lines = [
         "## Balance",
         "",
@@ -250,7 +242,7 @@ def _pretrain_section(layout: RunLayout, plot: Path) -> list[str]:
     axis.plot([int(r["step"]) for r in log], [float(r["loss"]) for r in log])
     axis.set(xlabel="step", ylabel="CLIP loss", title="Pre-training loss")
     figure.tight_layout()
-    _save(figure, plot)
+    save_png(figure, plot)
     first = float(log[0]["loss"]) if log else float("nan")
     return [
         "## Pre-training",

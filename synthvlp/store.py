@@ -97,6 +97,16 @@ def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
         raise
 
 
+def save_png(figure: Any, path: Path, dpi: int = 110) -> None:
+    """Write a matplotlib figure to ``path`` as PNG atomically, then close it (an open figure keeps its memory
+    until pyplot lets go of it)."""
+    import matplotlib.pyplot as plt
+
+    with atomic_open(path, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=dpi)
+    plt.close(figure)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     with atomic_open(path, "wb") as handle:
         handle.write(data)

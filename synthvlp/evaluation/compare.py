@@ -101,7 +101,7 @@ def plot_comparison(paths: list[Path], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from synthvlp.store import atomic_open
+    from synthvlp.store import save_png
 
     labels = _labels(paths)
     collected = sorted(_collect(paths, labels).items())
@@ -124,9 +124,7 @@ def plot_comparison(paths: list[Path], path: Path) -> None:
         axis.set_ylabel("mean AUC")
     axes[0][0].legend(fontsize=7, loc="lower left")
     figure.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        figure.savefig(handle, format="png", dpi=110)
-    plt.close(figure)
+    save_png(figure, path)
 
 
 def tables_markdown(tables: dict[str, list[list[str]]]) -> str:

@@ -144,7 +144,7 @@ def plot_overlays(labelled: LabelledSet, maps: Sequence[np.ndarray], regions: Se
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from synthvlp.store import atomic_open
+    from synthvlp.store import save_png
 
     if len(maps) != len(regions) or not regions:
         raise ValueError(f"plot_overlays: needs one map per region and at least one ({len(maps)} maps, {len(regions)} regions)")
@@ -165,6 +165,4 @@ def plot_overlays(labelled: LabelledSet, maps: Sequence[np.ndarray], regions: Se
             right.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="white", linestyle="--", linewidth=1))
         right.set_title(region_text(region)[:40], fontsize=7)
     figure.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        figure.savefig(handle, format="png", dpi=90)
-    plt.close(figure)
+    save_png(figure, path, dpi=90)

@@ -158,7 +158,7 @@ def plot_roc(probabilities: np.ndarray, labels: np.ndarray, classes: Sequence[st
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    from synthvlp.store import atomic_open
+    from synthvlp.store import save_png
 
     labels = np.asarray(labels, dtype=np.float64)
     figure, axis = plt.subplots(figsize=(5, 5))
@@ -172,6 +172,4 @@ def plot_roc(probabilities: np.ndarray, labels: np.ndarray, classes: Sequence[st
     axis.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        figure.savefig(handle, format="png", dpi=110)
-    plt.close(figure)
+    save_png(figure, path)
