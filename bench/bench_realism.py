@@ -91,6 +91,7 @@ def main() -> None:
         return
     sys.path.insert(0, str(REPO))
     from synthvlp.generation.realism import cell_map, interleaved_sheet, load_real, load_rendered, measure
+    from synthvlp.store import save_png
 
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.skip_realism:
@@ -100,7 +101,7 @@ def main() -> None:
         result = measure(real, rendered)
         (args.out / "realism.json").write_text(json.dumps(result.as_dict(), indent=2) + "\n")
         interleaved_sheet(real.images, rendered.images).save(args.out / "sheet.png")
-        cell_map(result.probes.cell_auc).savefig(args.out / "blocks.png")
+        save_png(cell_map(result.probes.cell_auc), args.out / "blocks.png", dpi=100)
         print(result.table())
         print(f"sheet: {args.out / 'sheet.png'}; load average after realism: {os.getloadavg()[0]:.1f}\n")
     roots = {"this checkout": REPO} | ({"peer": args.peer_root.resolve()} if args.peer_root else {})

@@ -349,7 +349,7 @@ def render_realism(
     import json
 
     from synthvlp.generation.realism import Protocol, cell_map, interleaved_sheet, load_real, load_rendered, measure
-    from synthvlp.store import atomic_open, write_text_atomic
+    from synthvlp.store import atomic_open, save_png, write_text_atomic
 
     rendered_films = load_rendered(source, size, limit)
     real_films = load_real(real, size, limit)
@@ -363,8 +363,7 @@ def render_realism(
     write_text_atomic(folder / "realism.json", json.dumps(result.as_dict(), indent=2) + "\n")
     with atomic_open(folder / "sheet.png", "wb") as handle:
         interleaved_sheet(real_films.images, rendered_films.images).save(handle, format="PNG")
-    with atomic_open(folder / "blocks.png", "wb") as handle:
-        cell_map(result.probes.cell_auc).savefig(handle, format="png")
+    save_png(cell_map(result.probes.cell_auc), folder / "blocks.png", dpi=100)
     typer.echo(result.table())
     typer.echo(f"wrote {folder}/realism.md, realism.json, sheet.png and blocks.png")
 
