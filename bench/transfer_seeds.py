@@ -5,21 +5,22 @@ A synthetic-only model never sees a real film, so all of a real set can score it
 give 5 of them), so a class's AUC and the mean over classes are far less noisy than on the test split. Each
 run's checkpoint is scored by ``synthvlp evaluate``; runs of different recipes pair by their seed.
 
-The floor is a distribution, not one model: the recipes' architecture randomly initialised with ``--floor-seeds``
+The floor is a distribution, not one model: a recipe's architecture randomly initialised with ``--floor-seeds``
 seeds (0, 1, ...) and scored the same way. One random-init model's mean AUC over 11 classes varies with its seed
 about twice as much as a trained model's (on nih-real-256: sd 0.065 over 40 seeds, 0.41-0.63), so the floor
 of a run's own seed, as the run's evaluate stage scores it, cannot say whether that run learned anything.
+Recipes may train different models (a 64 px and a 128 px tower, say): each model gets its own floor, and each
+recipe is set against its own.
 
-The table gives, per class, each recipe's mean AUC over its seeds and the floor's over its seeds (with the range
-of the middle 95% of floor seeds). Under it, each
-recipe's mean AUC over classes (95% t-interval over seeds) is set against the floor's mean (Welch's 95% interval
-of the difference and its p), and each later recipe against the first, seed by seed: the mean paired difference,
-its 95% t-interval, how many seeds are higher and the exact two-sided sign-flip p (every assignment of signs to
-the paired differences).
+The table gives, per class, each recipe's mean AUC over its seeds and each floor's over its seeds (with the range
+of the middle 95% of floor seeds). Under it, each recipe's mean AUC over classes (95% t-interval over seeds) is
+set against its floor's mean (Welch's 95% interval of the difference and its p), and each later recipe against
+the first, seed by seed: the mean paired difference, its 95% t-interval, how many seeds are higher and the exact
+two-sided sign-flip p (every assignment of signs to the paired differences).
 
 Scores are cached under ``--out/scores/<recipe>/<run>/`` and ``--out/floors/<model>/seed-<k>/`` (a rerun rescoring
 nothing already scored); the table goes to ``--out/transfer.md`` and a strip plot of every model's mean AUC
-(each recipe's seeds beside the floor's) to ``--out/transfer.png``. A run of a seed the first recipe lacks is
+(each recipe's seeds beside the floors') to ``--out/transfer.png``. A run of a seed the first recipe lacks is
 scored but not paired. Run from the repository root (about 25 s a run and 6 s a floor on one busy core):
 
     PYTHONPATH=$PWD .venv/bin/python bench/transfer_seeds.py --real ../shared/data/nih-real-256 --out bench/out/transfer \\
@@ -122,24 +123,35 @@ def _paired_text(result: dict[str, float]) -> str:
     return f"{result['mean']:+.3f} ({result['low']:+.3f} to {result['high']:+.3f}) | {result['higher']} of {result['n']} | {result['p']:.3f}"
 
 
-def report(recipes: dict[str, list[Scores]], floor: list[Scores]) -> str:
-    """The per-class table, each recipe against the floor and each later recipe against the first, as Markdown."""
+def floor_title(model: str, floors: dict[str, list[Scores]]) -> str:
+    """A floor's column title; the model is named only when recipes train more than one."""
+    return f"random-init {model if len(floors) > 1 else 'floor'} ({len(floors[model])} seeds)"
+
+
+def report(recipes: dict[str, list[Scores]], floors: dict[str, list[Scores]], models: dict[str, str]) -> str:
+    """The per-class table, each recipe against its model's floor and each later recipe against the first, as
+    Markdown. ``floors`` maps a model to its random-init scores, ``models`` a recipe to the model it trains."""
     names = list(recipes)
-    classes = list(floor[0].auc)
-    floor_means = [s.mean for s in floor]
-    lines = ["| class | " + " | ".join(f"{n} ({len(recipes[n])} seeds)" for n in names) + f" | random-init floor ({len(floor)} seeds) |",
-             "|---|" + "---:|" * (len(names) + 1)]
+    classes = list(next(iter(floors.values()))[0].auc)
+    lines = ["| class | " + " | ".join(f"{n} ({len(recipes[n])} seeds)" for n in names) + " | "
+             + " | ".join(floor_title(m, floors) for m in floors) + " |",
+             "|---|" + "---:|" * (len(names) + len(floors))]
     for c in classes:
         cells = [f"{np.mean([s.auc[c] for s in recipes[n]]):.3f}" for n in names]
-        floor_aucs = [s.auc[c] for s in floor]
-        lines.append(f"| {c} | " + " | ".join(cells) + f" | {np.mean(floor_aucs):.3f} ({np.percentile(floor_aucs, 2.5):.3f}-{np.percentile(floor_aucs, 97.5):.3f}) |")
-    lines.append("| **mean over classes** | " + " | ".join(f"**{np.mean([s.mean for s in recipes[n]]):.3f}**" for n in names)
-                 + f" | {np.mean(floor_means):.3f} (sd {np.std(floor_means, ddof=1):.3f}; 95% of seeds "
-                 f"{np.percentile(floor_means, 2.5):.3f}-{np.percentile(floor_means, 97.5):.3f}) |")
-    lines += ["", "| recipe | mean AUC (95% t-interval over seeds) | above the floor's mean (Welch 95% interval) | Welch p |",
+        for floor in floors.values():
+            aucs = [s.auc[c] for s in floor]
+            cells.append(f"{np.mean(aucs):.3f} ({np.percentile(aucs, 2.5):.3f}-{np.percentile(aucs, 97.5):.3f})")
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    cells = [f"**{np.mean([s.mean for s in recipes[n]]):.3f}**" for n in names]
+    for floor in floors.values():
+        means = [s.mean for s in floor]
+        cells.append(f"{np.mean(means):.3f} (sd {np.std(means, ddof=1):.3f}; 95% of seeds {np.percentile(means, 2.5):.3f}-{np.percentile(means, 97.5):.3f})")
+    lines.append("| **mean over classes** | " + " | ".join(cells) + " |")
+    lines += ["", "| recipe | mean AUC (95% t-interval over seeds) | above its floor's mean (Welch 95% interval) | Welch p |",
               "|---|---|---|---:|"]
     for n in names:
         means = [s.mean for s in recipes[n]]
+        floor_means = [s.mean for s in floors[models[n]]]
         if len(means) < 2:  # no spread to test: say where the one run falls among the floor's seeds
             below = np.mean(np.array(floor_means) < means[0])
             lines.append(f"| {n} | {means[0]:.3f} (one seed) | {means[0] - np.mean(floor_means):+.3f} (above {below:.0%} of the floor's seeds) | - |")
@@ -158,8 +170,8 @@ def report(recipes: dict[str, list[Scores]], floor: list[Scores]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(recipes: dict[str, list[Scores]], floor: list[Scores], path: Path, title: str) -> None:
-    """Every model's mean AUC as a point, one column per recipe and one for the floor, with each column's mean and
+def plot(recipes: dict[str, list[Scores]], floors: dict[str, list[Scores]], path: Path, title: str) -> None:
+    """Every model's mean AUC as a point, one column per recipe and one per floor, with each column's mean and
     95% t-interval over seeds as a bar: whether a recipe's seeds sit above the floor's spread reads at a glance."""
     import matplotlib
 
@@ -168,12 +180,12 @@ def plot(recipes: dict[str, list[Scores]], floor: list[Scores], path: Path, titl
 
     from synthvlp.store import save_png
 
-    columns = [*recipes.items(), (f"random init\n({len(floor)} seeds)", floor)]
+    columns = [*recipes.items(), *((floor_title(m, floors).replace(" (", "\n("), floor) for m, floor in floors.items())]
     figure, axis = plt.subplots(figsize=(1.3 * len(columns) + 1.5, 4))
     jitter = np.random.default_rng(0)
     for x, (name, scores) in enumerate(columns):
         means = [s.mean for s in scores]
-        colour = "grey" if x == len(columns) - 1 else f"C{x}"
+        colour = "grey" if x >= len(recipes) else f"C{x}"
         axis.scatter(x + jitter.uniform(-0.12, 0.12, len(means)), means, s=14, color=colour, alpha=0.7, zorder=2)
         if len(means) > 1:
             mean, low, high = t_interval(means)
@@ -199,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.floor_seeds < 2:
         parser.error("--floor-seeds: at least 2, for a spread")
     recipes: dict[str, list[Scores]] = {}
-    model: str | None = None  # the first run's, the floor's architecture
+    models: dict[str, str] = {}  # recipe -> the model its runs train
+    references: dict[str, Path] = {}  # model -> the first run training it, whose checkpoint the floor re-initialises
     for name, *runs in args.recipe:
         if not runs:
             parser.error(f"--recipe {name}: give its run folders after the name")
@@ -207,21 +220,23 @@ def main(argv: list[str] | None = None) -> int:
         seeds = [int(config["run"]["seed"]) for config in configs]
         if len({Path(run).name for run in runs}) < len(runs) or len(set(seeds)) < len(runs):
             parser.error(f"--recipe {name}: two of its runs share a folder name or a seed; give one run per seed")
-        models = {config["pretrain"]["model"] for config in configs}
-        model = model or configs[0]["pretrain"]["model"]
-        if models != {model}:
-            parser.error(f"--recipe {name}: its runs train {sorted(models)}; every run must train the first run's model, the floor's architecture")
+        trained = {config["pretrain"]["model"] for config in configs}
+        if len(trained) > 1:
+            parser.error(f"--recipe {name}: its runs train {sorted(trained)}; one recipe is one model, so one floor")
+        models[name] = trained.pop()
+        references.setdefault(models[name], Path(runs[0]))
         recipes[name] = [score(Path(run), seed, args.real, args.benchmark, args.split, args.out / "scores" / name / Path(run).name, args.threads)
                          for run, seed in zip(runs, seeds, strict=True)]
         print(f"{name}: scored {len(runs)} runs", flush=True)
     import torch
 
     torch.set_num_threads(args.threads)
-    floor = floor_scores(Path(args.recipe[0][1]), args.real, args.benchmark, args.split, range(args.floor_seeds), args.out / "floors" / model)
-    text = report(recipes, floor)
+    floors = {model: floor_scores(run, args.real, args.benchmark, args.split, range(args.floor_seeds), args.out / "floors" / model)
+              for model, run in references.items()}
+    text = report(recipes, floors, models)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "transfer.md").write_text(text)
-    plot(recipes, floor, args.out / "transfer.png", f"Zero-shot on {args.real.name}{f' ({args.split})' if args.split else ''}: each point a model")
+    plot(recipes, floors, args.out / "transfer.png", f"Zero-shot on {args.real.name}{f' ({args.split})' if args.split else ''}: each point a model")
     print(text)
     return 0
 

@@ -38,11 +38,22 @@ def test_report_pairs_recipes_by_seed():
         return Scores(seed, {"nodule": mean, "mass": mean}, mean)
 
     floor = [scores(k, 0.5 + 0.01 * (k % 3 - 1)) for k in range(6)]
-    text = report({"a": [scores(1, 0.6), scores(2, 0.7)], "b": [scores(2, 0.8), scores(1, 0.7), scores(9, 0.1)]}, floor)
+    text = report({"a": [scores(1, 0.6), scores(2, 0.7)], "b": [scores(2, 0.8), scores(1, 0.7), scores(9, 0.1)]}, {"m": floor}, {"a": "m", "b": "m"})
     assert "| nodule | 0.650 | 0.533 | 0.500 (0.490-0.510) |" in text and "random-init floor (6 seeds)" in text
     assert "| b | +0.100 (" in text and "| 2 of 2 | 0.500 |" in text  # seed 9 has no partner in a
-    alone = report({"a": [scores(1, 0.6), scores(2, 0.7)], "one": [scores(0, 0.505)]}, floor)
+    alone = report({"a": [scores(1, 0.6), scores(2, 0.7)], "one": [scores(0, 0.505)]}, {"m": floor}, {"a": "m", "one": "m"})
     assert "| one | 0.505 (one seed) | +0.005 (above 67% of the floor's seeds) | - |" in alone
+
+
+def test_report_sets_each_recipe_against_its_own_models_floor():
+    def scores(seed: int, mean: float) -> Scores:
+        return Scores(seed, {"nodule": mean}, mean)
+
+    floors = {"small": [scores(k, 0.50 + 0.01 * (k % 2)) for k in range(4)], "big": [scores(k, 0.60 + 0.01 * (k % 2)) for k in range(4)]}
+    text = report({"a": [scores(1, 0.6), scores(2, 0.7)], "b": [scores(1, 0.6), scores(2, 0.7)]}, floors, {"a": "small", "b": "big"})
+    assert "| random-init small (4 seeds) | random-init big (4 seeds) |" in text
+    assert "| nodule | 0.650 | 0.650 | 0.505 (0.500-0.510) | 0.605 (0.600-0.610) |" in text
+    assert "| a | 0.650 (0.015-1.285) | +0.145 (" in text and "| b | 0.650 (0.015-1.285) | +0.045 (" in text
 
 
 def test_a_run_is_scored_beside_a_floor_and_cached(tmp_path):
