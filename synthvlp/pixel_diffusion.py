@@ -13,6 +13,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DConditionModel
 from diffusers.utils.torch_utils import randn_tensor
@@ -58,7 +59,16 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         width: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "np",
+        image: np.ndarray | torch.Tensor | None = None,
+        strength: float = 1.0,
     ) -> ImagePipelineOutput:
+        """Text-to-image films, or with ``image`` ((n, height, width) films in [0, 1]) image-to-image as diffusers'
+        img2img pipelines do it (SDEdit): each film is noised to the level ``strength`` of the schedule names and
+        denoised from there, so 0 returns it unchanged and 1 all but ignores it
+        (the schedule's first step keeps a trace, as in diffusers). A rendered film keeps its layout (and so
+        its masks, roughly) while the denoiser, trained on real films, gives it their texture."""
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength {strength} is outside [0, 1]")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         n = len(prompts)
         negatives = [""] * n if negative_prompt is None else ([negative_prompt] * n if isinstance(negative_prompt, str) else list(negative_prompt))
@@ -67,10 +77,16 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         device, dtype = self._execution_device, self.unet.dtype
         guided = guidance_scale > 1.0
         context = encode_prompts(self.text_encoder, self.tokenizer, negatives + prompts if guided else prompts, device).to(dtype)
-        films = randn_tensor((n, self.unet.config.in_channels, height, width), generator=generator, device=device, dtype=dtype)
-        films = films * self.scheduler.init_noise_sigma
+        noise = randn_tensor((n, self.unet.config.in_channels, height, width), generator=generator, device=device, dtype=dtype)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        for t in self.progress_bar(self.scheduler.timesteps):
+        timesteps = self.scheduler.timesteps
+        if image is None:
+            films = noise * self.scheduler.init_noise_sigma
+        else:
+            clean = torch.as_tensor(np.asarray(image), dtype=dtype, device=device).reshape(noise.shape) * 2 - 1
+            timesteps = timesteps[num_inference_steps - min(round(num_inference_steps * strength), num_inference_steps):]
+            films = self.scheduler.add_noise(clean, noise, timesteps[:1].repeat(n)) if len(timesteps) else clean
+        for t in self.progress_bar(timesteps):
             model_input = torch.cat([films, films]) if guided else films
             output = self.unet(self.scheduler.scale_model_input(model_input, t), t, encoder_hidden_states=context).sample
             if guided:

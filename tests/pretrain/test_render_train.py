@@ -206,3 +206,25 @@ def test_a_pixel_pipeline_it_wrote_fine_tunes_in_pixel_space(tmp_path, shards, t
     before, after = (load_file(folder / "unet" / "diffusion_pytorch_model.safetensors") for folder in (trained / "pipeline", tmp_path / "pipeline"))
     changes = [float((before[k] - after[k]).abs().max()) for k in before]
     assert 0 < max(changes) < 0.01  # trained on, from the folder's weights
+
+
+def test_image_to_image_keeps_the_film_at_strength_0_and_ignores_it_at_1(trained):
+    """SDEdit through the saved pixel pipeline: strength 0 returns the given film, 1 renders all but the film
+    text-to-image gives, and in between the result stays nearer the given film than that one."""
+    from synthvlp.pixel_diffusion import PixelDiffusionPipeline
+
+    pipeline = PixelDiffusionPipeline.from_pretrained(trained / "pipeline")
+    pipeline.set_progress_bar_config(disable=True)
+    film = np.tile(np.linspace(0.1, 0.9, SIZE, dtype=np.float32), (SIZE, 1))[None]
+
+    def render(**kwargs) -> np.ndarray:
+        generator = torch.Generator("cpu").manual_seed(3)
+        return pipeline(prompt="nodule", num_inference_steps=4, guidance_scale=1.0, generator=generator, **kwargs).images[..., 0]
+
+    text_only = render()
+    np.testing.assert_allclose(render(image=film, strength=0.0), film, atol=1e-6)
+    np.testing.assert_allclose(render(image=film, strength=1.0), text_only, atol=1e-3)  # a trace at DDIM's first step
+    halfway = render(image=film, strength=0.5)
+    assert np.abs(halfway - film).mean() < np.abs(text_only - film).mean()
+    with pytest.raises(ValueError, match="strength 1.5"):
+        render(image=film, strength=1.5)
