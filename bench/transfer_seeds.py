@@ -180,8 +180,10 @@ def plot(recipes: dict[str, list[Scores]], floors: dict[str, list[Scores]], path
 
     from synthvlp.store import save_png
 
-    columns = [*recipes.items(), *((floor_title(m, floors).replace(" (", "\n("), floor) for m, floor in floors.items())]
-    figure, axis = plt.subplots(figsize=(1.3 * len(columns) + 1.5, 4))
+    # each floor's model (named when there are several) on a line of its own, or the long names overlap
+    labels = {m: "\n".join(["random init", *([m] if len(floors) > 1 else []), f"({len(f)} seeds)"]) for m, f in floors.items()}
+    columns = [*recipes.items(), *((labels[m], f) for m, f in floors.items())]
+    figure, axis = plt.subplots(figsize=(1.6 * len(columns) + 1.5, 4))
     jitter = np.random.default_rng(0)
     for x, (name, scores) in enumerate(columns):
         means = [s.mean for s in scores]
