@@ -50,6 +50,18 @@ def test_image_embedding_is_the_mean_of_an_8x8_grid(cnn):
     torch.testing.assert_close(dense_features(model, batch), dense)
 
 
+def test_the_128_px_config_is_the_same_tower_on_a_16x16_grid(cnn):
+    """``synthvlp-cnn-tiny-128`` differs from the quickstart's tower only in its input side: same weights' shapes,
+    preprocessing to 128 px, and twice the grid on each side."""
+    model, _, preprocess = build_clip("synthvlp-cnn-tiny-128")[:3]
+    assert model_config("synthvlp-cnn-tiny-128")["vision_cfg"] == {"image_size": 128}
+    small = {k: v.shape for k, v in cnn[0].state_dict().items()}
+    assert {k: v.shape for k, v in model.state_dict().items()} == small
+    assert preprocess(Image.new("L", (256, 256))).shape[-2:] == (128, 128)
+    with torch.no_grad():
+        assert tuple(model.eval().visual.dense(torch.randn(1, 3, 128, 128)).shape) == (1, 16, 16, 64)
+
+
 def test_checkpoint_round_trip(cnn, tmp_path):
     model, _, _ = cnn
     save_clip_checkpoint(tmp_path / "c.pt", NAME, model, steps=1)
