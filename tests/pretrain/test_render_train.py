@@ -228,3 +228,23 @@ def test_image_to_image_keeps_the_film_at_strength_0_and_ignores_it_at_1(trained
     assert np.abs(halfway - film).mean() < np.abs(text_only - film).mean()
     with pytest.raises(ValueError, match="strength 1.5"):
         render(image=film, strength=1.5)
+
+
+def test_refine_bench_seeds_each_film_by_its_index_alone(trained, shards):
+    """``bench/refine_realism.py`` refines phantom films in batches; a film's result must not depend on the batch
+    it fell in, or strengths and batch sizes could not be compared film by film."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from refine_realism import as_films, phantom_films, refine
+
+    from synthvlp.pixel_diffusion import PixelDiffusionPipeline
+
+    pipeline = PixelDiffusionPipeline.from_pretrained(trained / "pipeline")
+    pipeline.set_progress_bar_config(disable=True)
+    films, captions, keys = phantom_films(shards[0], 4)
+    assert films.shape == (4, SIZE, SIZE) and len(captions) == len(keys) == 4
+    one_batch = refine(pipeline, films, captions, 0.5, 4, 1.0, batch=4)
+    np.testing.assert_allclose(refine(pipeline, films, captions, 0.5, 4, 1.0, batch=3), one_batch, atol=1e-5)
+    assert not np.allclose(one_batch, films, atol=0.01)
+    assert as_films(one_batch, keys, 64).images.shape == (4, 64, 64)
