@@ -1,16 +1,17 @@
 """Phantom films refined by a diffusion renderer trained on real films (SDEdit), measured for realism (issue 15).
 
 The phantom's discriminator AUC stays near 1.0 however its ranges are tuned (BENCHMARKS.md, issue 15), while a
-small pixel-space renderer trained on 703 real NIH films (issue 16) reaches 0.81 at 64 px but has no masks. This
-bench asks whether the two combine: each phantom film is noised part of the way along the renderer's schedule
+pixel-space renderer trained on real NIH films (issue 16) learns their texture but draws no masks. This bench
+asks whether the two combine: each phantom film is noised part of the way along the renderer's schedule
 (``--strengths``) and denoised by it with the film's own IMPRESSION as prompt, so the layout (and the masks drawn
 with it) should survive while the texture becomes the real films'. Strength 0 is the phantom film itself, the
 peer every other row is read against.
 
 For each strength it reports the realism protocol of ``synthvlp render realism`` (discriminator AUC over its
 seeds, the three distances as ratios to real-vs-real) and how much of the film survived: the mean correlation
-of each refined film with its phantom film. Whether findings stay inside their masks is not measured here. It writes ``refine.md`` and ``sheet.png`` (phantom films, then one row per strength).
-Run from the repository root, on a run rendered at the pipeline's size:
+of each refined film with its phantom film. Whether findings survive is not measured, only seen on the sheet.
+It writes ``refine.md`` and ``sheet.png`` (phantom films, then one row per strength). Run from the repository
+root, on a run rendered at the pipeline's size:
 
     PYTHONPATH=$PWD .venv/bin/python bench/refine_realism.py --run runs/x --pipeline runs/render-nih-64/pipeline \\
         --real ../shared/data/nih-real-256 --out bench/out/refine --strengths 0 0.3 0.5 0.7
@@ -33,13 +34,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 def phantom_films(run: Path, limit: int) -> tuple[np.ndarray, list[str], list[str]]:
     """Up to ``limit`` films of ``run``'s image shards in [0, 1] at their own size, their captions and keys."""
-    from synthvlp.generation.realism.films import shard_paths
+    from synthvlp.generation.realism.films import shard_paths, to_film
     from synthvlp.store import read_shard
 
     films, captions, keys = [], [], []
     for shard in shard_paths(run):
         for sample in read_shard(shard):
-            films.append(np.asarray(Image.open(io.BytesIO(sample["png"])), dtype=np.float32) / 255.0)
+            image = Image.open(io.BytesIO(sample["png"]))
+            films.append(to_film(image, image.width))  # 8- and 16-bit PNGs alike, as the realism command reads them
             captions.append(sample["txt"].decode())
             keys.append(str(sample["__key__"]))
             if len(films) == limit:

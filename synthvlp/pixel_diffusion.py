@@ -65,8 +65,9 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         """Text-to-image films, or with ``image`` ((n, height, width) films in [0, 1]) image-to-image as diffusers'
         img2img pipelines do it (SDEdit): each film is noised to the level ``strength`` of the schedule names and
         denoised from there, so 0 returns it unchanged and 1 all but ignores it
-        (the schedule's first step keeps a trace, as in diffusers). A rendered film keeps its layout (and so
-        its masks, roughly) while the denoiser, trained on real films, gives it their texture."""
+        (the schedule's first step keeps a trace, as in diffusers). A rendered film keeps its layout while the
+        denoiser, trained on real films, gives it their texture; findings it has not learned may be painted over
+        (bench/refine_realism.py)."""
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength {strength} is outside [0, 1]")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
